@@ -1,0 +1,48 @@
+"""Shared fixtures. The shared data lives outside the repository, at ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data" / "pneumoniamnist_balanced.npz"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_file():
+        pytest.skip(f"{SHARED_DATA} not found (it sits beside the repository in CI)")
+    return SHARED_DATA
+
+
+def make_arrays(n_per_class: int = 12, size: int = 28, channels: int | None = None, dtype=np.uint8,
+                seed: int = 0, labels=(0, 1)) -> tuple[np.ndarray, np.ndarray]:
+    """Small labelled images whose class is visible in the mean brightness."""
+    rng = np.random.default_rng(seed)
+    shape = (2 * n_per_class, size, size) + ((channels,) if channels else ())
+    y = np.repeat(np.asarray(labels), n_per_class)
+    base = rng.integers(0, 100, size=shape)
+    base[y == labels[1]] += 120
+    x = base.astype(np.float32) / 255.0 if np.issubdtype(dtype, np.floating) else base.astype(np.uint8)
+    return x.astype(dtype), y
+
+
+def write_npz(path: Path, splits=("train", "val", "test"), **kw) -> Path:
+    arrays = {}
+    for i, name in enumerate(splits):
+        x, y = make_arrays(seed=i, **kw)
+        arrays[f"{name}_images"], arrays[f"{name}_labels"] = x, y.reshape(-1, 1)
+    np.savez(path, **arrays)
+    return path
+
+
+def write_npy_dir(path: Path, splits=("train", "test"), **kw) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(splits):
+        x, y = make_arrays(seed=i, **kw)
+        np.save(path / f"X{name}.npy", x)
+        np.save(path / f"Y{name}.npy", y)
+    return path

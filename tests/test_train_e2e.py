@@ -1,0 +1,90 @@
+"""End to end on the shared PneumoniaMNIST arrays at 75x75 with --weights none (the issue's "done when").
+
+One training run (about 3-4 minutes on 2 cores) serves every test in this module.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+from runtime.datasets import binary_labels, iter_pixel_batches, load_dataset
+from runtime.metrics import sigmoid
+from train.config import TrainConfig
+
+
+@pytest.fixture(scope="module")
+def trained(shared_data, tmp_path_factory):
+    from train import train
+
+    out = tmp_path_factory.mktemp("e2e") / "pneumonia75"
+    cfg = TrainConfig(data=str(shared_data), out=str(out), image_size=75, weights="none", seed=0,
+                      class_names=("normal", "pneumonia"))
+    result = train(cfg)
+    return cfg, result
+
+
+@pytest.fixture(scope="module")
+def saved_model_test_logits(trained, shared_data):
+    import tensorflow as tf
+
+    cfg, result = trained
+    loaded = tf.saved_model.load(str(result.out / result.card["saved_model"]))
+    test = load_dataset(shared_data).splits["test"]
+    logits = np.concatenate([np.asarray(loaded.serve(tf.constant(b))).reshape(-1)
+                             for b in iter_pixel_batches(test, np.arange(len(test)), 100, 75, None)])
+    return binary_labels(test, 1), logits
+
+
+def test_card_holds_the_contract_fields(trained, shared_data):
+    cfg, result = trained
+    card = json.loads((result.out / "model_card.json").read_text())
+    assert card == result.card
+    assert (result.out / card["saved_model"] / "saved_model.pb").is_file()
+    assert card["image_size"] == 75 and card["positive_label"] == 1 and card["negative_label"] == 0
+    assert card["class_names"] == ["normal", "pneumonia"]
+    assert [p["name"] for p in card["operating_points"]] == ["youden", "high_sensitivity", "high_specificity"]
+    assert all(0.0 < p["threshold"] < 1.0 for p in card["operating_points"])
+    assert card["data"]["files"][0]["sha256"] == "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
+    assert card["class_counts"]["train_after"] == {"negative": 1214, "positive": 1214}
+    assert card["architecture"]["trained_blocks"] == ["mixed9", "mixed10"]  # --fine-tune auto with --weights none
+    assert card["input"]["range"] == [0, 255] and card["input"]["dtype"] == "float32"
+    assert {"tensorflow", "keras", "numpy", "python"} <= set(card["versions"])
+
+
+def test_meets_the_accuracy_bar(trained):
+    test = trained[1].card["metrics"]["test"]
+    assert test["auc"] >= 0.92
+    assert test["youden"]["sensitivity"] >= 0.82 and test["youden"]["specificity"] >= 0.82
+
+
+def test_card_metrics_equal_sklearn_on_the_saved_models_own_predictions(trained, saved_model_test_logits):
+    card = trained[1].card
+    y, logits = saved_model_test_logits
+    prob = sigmoid(logits)
+    assert card["metrics"]["test"]["auc"] == pytest.approx(roc_auc_score(y, prob), abs=1e-6)
+    for point in card["operating_points"]:
+        tn, fp, fn, tp = confusion_matrix(y, prob >= point["threshold"], labels=[0, 1]).ravel()
+        m = card["metrics"]["test"][point["name"]]
+        assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
+        assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
+        assert m["specificity"] == pytest.approx(tn / (tn + fp))
+        assert m["accuracy"] == pytest.approx((tp + tn) / y.size)
+
+
+def test_saved_model_takes_raw_pixels(trained):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(trained[1].out / "saved_model"))
+    spec = loaded.signatures["serving_default"].structured_input_signature[1]
+    (tensor_spec,) = spec.values()
+    assert tensor_spec.dtype == tf.float32 and tensor_spec.shape.as_list() == [None, 75, 75, 3]
+    # scaling to [-1, 1] happens in the graph: a white and a black image give different, finite logits
+    out = loaded.serve(tf.constant(np.stack([np.zeros((75, 75, 3)), np.full((75, 75, 3), 255.0)]).astype("float32")))
+    assert np.isfinite(out.numpy()).all() and abs(float(out[0, 0] - out[1, 0])) > 1e-3
+
+
+def test_config_round_trips(trained):
+    cfg, result = trained
+    assert TrainConfig.load(result.out / "train_config.json") == cfg

@@ -1,0 +1,79 @@
+"""``python -m train``: train the balanced InceptionV3 classifier (a thin layer over :func:`train.train`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from runtime.cli import run_cli
+
+from .config import FINE_TUNE_BLOCKS, TrainConfig
+
+EXAMPLE = "example: python -m train --data ../shared/data/pneumoniamnist_balanced.npz --image-size 75 --weights none --out runs/pneumonia75"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig.__dataclass_fields__
+    p = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train InceptionV3 (frozen base, GlobalAveragePooling2D, Dense(1) logit) on class-balanced "
+                    "image arrays; write a SavedModel that takes raw 0-255 RGB pixels, a model card and the config.",
+        epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="a MedMNIST-style .npz (train_images/train_labels, optional val_*, test_*) "
+                   "or a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest)")
+    g.add_argument("--pixel-range", default=None, help="LOW,HIGH value range of float images, e.g. 0,1; required for float data, never guessed")
+    g.add_argument("--positive-label", type=int, default=d["positive_label"].default, help="label value of the positive class (mapped to 1)")
+    g.add_argument("--class-names", default=",".join(d["class_names"].default), help="NEGATIVE,POSITIVE names for the model card")
+    g.add_argument("--val-fraction", type=float, default=d["val_fraction"].default, help="stratified hold-out from train when the data has no val split")
+    g.add_argument("--no-balance", dest="balance", action="store_false", help="train on every training row instead of a balanced subset")
+    g.add_argument("--subclass-labels", default=None, help=".npy of per-row subclass ids for the training split: undersample within them proportionally")
+    m = p.add_argument_group("model")
+    m.add_argument("--out", required=True, help="output directory (must be new or empty unless --overwrite)")
+    m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (atomically, on success only)")
+    m.add_argument("--image-size", type=int, default=None, help="square input size to resize to (default 299; InceptionV3's minimum is 75)")
+    m.add_argument("--no-resize", dest="resize", action="store_false", help="train at the arrays' own square size (must be >= 75)")
+    m.add_argument("--weights", default=d["weights"].default, help="imagenet (Keras download), none (random), or a local .h5 of InceptionV3 without its top")
+    m.add_argument("--fine-tune", default=d["fine_tune"].default, choices=("auto", "none", *FINE_TUNE_BLOCKS),
+                   help="first InceptionV3 block to train; auto = none for pretrained weights, mixed9 for --weights none")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, default=d["epochs"].default, help="head epochs (the notebook's 20)")
+    t.add_argument("--learning-rate", type=float, default=d["learning_rate"].default, help="Adam learning rate for the head")
+    t.add_argument("--fine-tune-epochs", type=int, default=d["fine_tune_epochs"].default, help="epochs for the fine-tuned blocks")
+    t.add_argument("--fine-tune-learning-rate", type=float, default=d["fine_tune_learning_rate"].default, help="Adam learning rate for fine-tuning")
+    t.add_argument("--batch-size", type=int, default=d["batch_size"].default)
+    t.add_argument("--early-stopping-patience", type=int, default=d["early_stopping_patience"].default, help="epochs without val_loss improvement")
+    t.add_argument("--target-sensitivity", type=float, default=d["target_sensitivity"].default, help="for the high_sensitivity operating point")
+    t.add_argument("--target-specificity", type=float, default=d["target_specificity"].default, help="for the high_specificity operating point")
+    t.add_argument("--seed", type=int, default=d["seed"].default, help="seeds balancing, splitting, initialization and shuffling")
+    t.add_argument("--distribute", default=d["distribute"].default, choices=("none", "mirrored"),
+                   help="mirrored: tf.distribute.MirroredStrategy over every local GPU")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    from runtime.errors import ConfigError
+
+    if not args.resize and args.image_size is not None:
+        raise ConfigError(f"--no-resize with --image-size {args.image_size}: choose one")
+    values = vars(args).copy()
+    values["image_size"] = values["image_size"] if values["image_size"] is not None else TrainConfig.image_size
+    values["class_names"] = tuple(s.strip() for s in args.class_names.split(","))
+    return TrainConfig(**values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def go() -> None:
+        from . import train
+
+        result = train(config_from_args(args))
+        print(result.out)
+
+    return run_cli(go)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""The training stage's configuration: one typed dataclass, saved beside the model it made.
+
+Defaults are the researcher's notebook recipe (frozen base, Adam at Keras's default 1e-3,
+20 epochs, early stopping and LR reduction on validation loss) except where the notebook was
+wrong; each such default says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import ConfigError
+from runtime.images import MIN_IMAGE_SIZE, PixelRange
+
+FINE_TUNE_BLOCKS = tuple(f"mixed{i}" for i in range(1, 11))  # InceptionV3's blocks after the stem
+DISTRIBUTE = ("none", "mirrored")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    image_size: int = 299  # InceptionV3's native size; 75 is its minimum and what tests use
+    resize: bool = True  # False trains at the arrays' own (square) size
+    weights: str = "imagenet"  # "imagenet" (Keras download), "none" (random), or a local .h5 path
+    positive_label: int = 1  # the user's label value for the positive class; becomes 1 internally
+    class_names: tuple[str, str] = ("negative", "positive")  # (negative, positive)
+    pixel_range: str | None = None  # required for float images, e.g. "0,1"; uint8 is always 0-255
+    val_fraction: float = 0.1  # stratified hold-out from train, only when the data has no val split
+    balance: bool = True  # seeded random undersampling of the larger training class
+    subclass_labels: str | None = None  # .npy of per-row subclass ids: undersample within them proportionally
+    # "auto": the notebook's frozen base for pretrained weights; for weights="none" a frozen random
+    # base is useless (its features carry no learned statistics), so the top blocks from mixed9 train.
+    fine_tune: str = "auto"
+    epochs: int = 20  # head stage, as in the notebook
+    learning_rate: float = 1e-3  # Adam's default, as in the notebook
+    fine_tune_epochs: int = 30
+    fine_tune_learning_rate: float = 3e-4  # low, so pretrained top blocks are adapted, not overwritten
+    batch_size: int = 32
+    early_stopping_patience: int = 3
+    early_stopping_min_delta: float = 1e-4
+    reduce_lr_patience: int = 2
+    reduce_lr_min_delta: float = 4e-4
+    reduce_lr_factor: float = 0.1
+    min_learning_rate: float = 1e-6
+    # The notebook kept the last epoch's weights; the best validation epoch is what early stopping is for.
+    restore_best_weights: bool = True
+    target_sensitivity: float = 0.95  # high-sensitivity operating point (screening)
+    target_specificity: float = 0.95  # high-specificity operating point (confirmation)
+    seed: int = 0
+    distribute: str = "none"  # "mirrored" uses every local GPU through tf.distribute
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        self.class_names = tuple(self.class_names)  # type: ignore[assignment]
+        self.validate()
+
+    # -- checks ----------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        if self.resize and (not isinstance(self.image_size, int) or self.image_size < MIN_IMAGE_SIZE):
+            raise ConfigError(f"--image-size {self.image_size}: expected an integer >= {MIN_IMAGE_SIZE} (InceptionV3's minimum)")
+        if len(self.class_names) != 2 or any(not str(n).strip() for n in self.class_names) or self.class_names[0] == self.class_names[1]:
+            raise ConfigError(f"--class-names {','.join(self.class_names)}: expected two distinct names NEGATIVE,POSITIVE")
+        if self.pixel_range is not None:
+            PixelRange.parse(self.pixel_range)
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ConfigError(f"--val-fraction {self.val_fraction}: expected a fraction in (0, 0.5)")
+        if self.fine_tune not in ("auto", "none", *FINE_TUNE_BLOCKS):
+            raise ConfigError(f"--fine-tune {self.fine_tune!r}: expected auto, none, or the first block to train ({FINE_TUNE_BLOCKS[0]}..{FINE_TUNE_BLOCKS[-1]})")
+        if self.distribute not in DISTRIBUTE:
+            raise ConfigError(f"--distribute {self.distribute!r}: expected one of {', '.join(DISTRIBUTE)}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a positive integer")
+        for name in ("fine_tune_epochs", "early_stopping_patience", "reduce_lr_patience"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected an integer >= 0")
+        for name in ("learning_rate", "fine_tune_learning_rate", "min_learning_rate"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 < value < 10.0):
+                raise ConfigError(f"--{name.replace('_', '-')} {value}: expected a positive learning rate")
+        if not 0.0 < self.reduce_lr_factor < 1.0:
+            raise ConfigError(f"--reduce-lr-factor {self.reduce_lr_factor}: expected a factor in (0, 1)")
+        for name in ("target_sensitivity", "target_specificity"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a rate in (0, 1)")
+        if self.weights not in ("imagenet", "none") and not str(self.weights).endswith(".h5"):
+            raise ConfigError(f"--weights {self.weights!r}: expected imagenet, none, or a path to a Keras .h5 weights file")
+
+    # -- derived values --------------------------------------------------------------------
+    @property
+    def parsed_pixel_range(self) -> PixelRange | None:
+        return PixelRange.parse(self.pixel_range) if self.pixel_range is not None else None
+
+    def resolved_fine_tune(self) -> str | None:
+        """The first trained block, or None for the frozen recipe (see the ``fine_tune`` default)."""
+        if self.fine_tune == "auto":
+            return "mixed9" if self.weights == "none" else None
+        return None if self.fine_tune == "none" else self.fine_tune
+
+    # -- persistence -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["class_names"] = list(self.class_names)
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(f"training config: unknown keys {unknown}; expected only {sorted(known)}")
+        return cls(**raw)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a readable JSON training config ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return cls.from_dict(raw)

@@ -1,0 +1,240 @@
+"""``train(config)``: data -> balanced split -> cached features -> fit -> SavedModel -> model card.
+
+Everything is written into a hidden staging directory and renamed to ``config.out`` only
+when complete, so a failed or killed run leaves ``out`` as it was.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.datasets import Dataset, Split, binary_labels, check_split_pixels, iter_pixel_batches, load_dataset, negative_label
+from runtime.errors import DataError
+from runtime.fileio import atomic_write_json, check_output_dir, sha256_file, sha256_tree, staged_output_dir
+from runtime.images import MIN_IMAGE_SIZE
+
+from .balance import class_counts, stratified_split, undersample
+from .card import CARD_NAME, CARD_VERSION, CONFIG_NAME, SAVED_MODEL_DIR, package_versions
+from .config import TrainConfig
+from .evaluate import choose_operating_points, saved_model_logits, split_metrics
+from .fit import cache_features, fit_stage
+from .model import INPUT_NAME, OUTPUT_NAME, build_inception
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 64
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    card: dict[str, Any]
+
+
+@dataclass
+class _Rows:
+    """A split restricted to some rows, with 0/1 labels."""
+
+    split: Split
+    indices: np.ndarray
+    y: np.ndarray
+
+
+def _image_size(cfg: TrainConfig, data: Dataset) -> int:
+    if cfg.resize:
+        return cfg.image_size
+    for split in data.splits.values():
+        h, w = split.images.shape[1:3]
+        if h != w:
+            raise DataError(f"{split.source}: images are {h}x{w}; training without resizing needs square images")
+        if h < MIN_IMAGE_SIZE:
+            raise DataError(f"{split.source}: images are {h}x{w}, under InceptionV3's minimum of {MIN_IMAGE_SIZE}; drop --no-resize or pass --image-size")
+    return int(data.splits["train"].images.shape[1])
+
+
+def _subclasses(cfg: TrainConfig, n: int) -> np.ndarray | None:
+    if cfg.subclass_labels is None:
+        return None
+    path = Path(cfg.subclass_labels)
+    if not path.is_file():
+        raise DataError(f"{path}: subclass labels not found; expected a .npy file with one subclass id per training row")
+    try:
+        sub = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable numeric .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    sub = sub.reshape(-1) if sub.ndim == 2 and sub.shape[1] == 1 else sub
+    if sub.ndim != 1 or sub.shape[0] != n or not np.issubdtype(sub.dtype, np.integer):
+        raise DataError(f"{path}: subclass labels have shape {sub.shape} and dtype {sub.dtype}; expected {n} integers, one per training row")
+    return sub
+
+
+def prepare_rows(cfg: TrainConfig, data: Dataset) -> tuple[dict[str, _Rows], dict[str, Any]]:
+    """Binary labels, the validation split (given or held out), and the balanced training rows."""
+    pixel_range = cfg.parsed_pixel_range
+    for split in data.splits.values():
+        check_split_pixels(split, pixel_range)
+    train = data.splits["train"]
+    y_train_all = binary_labels(train, cfg.positive_label)
+    record: dict[str, Any] = {"train_before": class_counts(y_train_all)}
+    rows: dict[str, _Rows] = {}
+    if "val" in data.splits:
+        candidate = np.arange(len(train))
+        val = data.splits["val"]
+        rows["val"] = _Rows(val, np.arange(len(val)), binary_labels(val, cfg.positive_label))
+        record["val_source"] = "given"
+    else:
+        candidate, val_idx = stratified_split(y_train_all, cfg.val_fraction, cfg.seed)
+        rows["val"] = _Rows(train, val_idx, y_train_all[val_idx])
+        record["val_source"] = f"stratified {cfg.val_fraction:g} of train (seed {cfg.seed})"
+        log.info("no validation split in %s: holding out %d training rows, stratified", data.path, val_idx.size)
+    subclasses = _subclasses(cfg, len(train))
+    if cfg.balance:
+        keep = candidate[undersample(y_train_all[candidate], cfg.seed, None if subclasses is None else subclasses[candidate])]
+        method = "seeded random undersampling" + (" within subclasses, proportionally" if subclasses is not None else "")
+    else:
+        keep, method = candidate, "none"
+    rows["train"] = _Rows(train, keep, y_train_all[keep])
+    if "test" in data.splits:
+        test = data.splits["test"]
+        rows["test"] = _Rows(test, np.arange(len(test)), binary_labels(test, cfg.positive_label))
+    else:
+        log.warning("%s has no test split: the model card will carry validation metrics only", data.path)
+    record.update({name: class_counts(r.y) for name, r in rows.items()} | {"train_after": class_counts(rows["train"].y)})
+    record.pop("train", None)
+    record["balancing"] = {"method": method, "seed": cfg.seed,
+                           "indices_sha256": hashlib.sha256(keep.astype("<i8").tobytes()).hexdigest()}
+    log.info("training classes before balancing %s, after %s (%s)", record["train_before"], record["train_after"], method)
+    return rows, record
+
+
+def _pixels(r: _Rows, cfg: TrainConfig, size: int):
+    return iter_pixel_batches(r.split, r.indices, EVAL_BATCH, size if cfg.resize else None, cfg.parsed_pixel_range)
+
+
+def _strategy(cfg: TrainConfig):
+    import contextlib
+
+    if cfg.distribute == "mirrored":
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        log.info("tf.distribute.MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
+        return strategy.scope()
+    return contextlib.nullcontext()
+
+
+def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path) -> tuple[Any, dict[str, Any]]:
+    import keras
+
+    fine_tune = cfg.resolved_fine_tune()
+    if cfg.fine_tune == "auto" and fine_tune is not None:
+        log.info("--weights none: a frozen random base carries no learned features, so %s..mixed10 fine-tune "
+                 "(--fine-tune auto); pass --fine-tune none for the notebook's frozen recipe", fine_tune)
+    with _strategy(cfg):
+        views = build_inception(size, cfg.weights, fine_tune)
+    cached = {name: cache_features(views.stem, _pixels(r, cfg, size), r.indices.size, work / f"{name}_features.npy",
+                                   f"{name} features ({views.cut_layer})") for name, r in rows.items() if name in ("train", "val")}
+    stages: dict[str, Any] = {}
+    if fine_tune is None:
+        pooled = cached
+    else:
+        pooled = {name: views.pooled_from_cache.predict(f, batch_size=EVAL_BATCH, verbose=0) for name, f in cached.items()}
+    with _strategy(cfg):
+        stages["head"] = fit_stage(views.head, (pooled["train"], rows["train"].y), (pooled["val"], rows["val"].y),
+                                   cfg, cfg.learning_rate, cfg.epochs, cfg.seed, "head")
+    if fine_tune is not None and cfg.fine_tune_epochs > 0:
+        with _strategy(cfg):
+            stages["fine_tune"] = fit_stage(views.top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
+                                            cfg, cfg.fine_tune_learning_rate, cfg.fine_tune_epochs, cfg.seed + 1,
+                                            f"fine-tune {fine_tune}..mixed10")
+    plan = {"fine_tune": fine_tune, "trained_blocks": views.trained_blocks, "cached_layer": views.cut_layer,
+            "batchnorm": "frozen (inference mode, statistics as loaded)", "stages": stages}
+    del keras
+    return views.model, plan
+
+
+def _weights_record(cfg: TrainConfig) -> Any:
+    if cfg.weights in ("imagenet", "none"):
+        return cfg.weights
+    return {"file": str(Path(cfg.weights).resolve()), "sha256": sha256_file(cfg.weights)}
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run the whole training stage and return the published directory and its model card."""
+    started = time.monotonic()
+    cfg.validate()
+    out = check_output_dir(cfg.out, cfg.overwrite)
+    data = load_dataset(cfg.data)
+    size = _image_size(cfg, data)
+    rows, counts = prepare_rows(cfg, data)
+    # TensorFlow loads only now, after every check on the user's input has passed.
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    neg_label = negative_label(data.splits["train"], cfg.positive_label)
+    with staged_output_dir(out, cfg.overwrite) as stage:
+        # Feature caches live on the output's file system (not a possibly RAM-backed /tmp) and go before publishing.
+        work = stage / "_feature_cache"
+        work.mkdir()
+        model, plan = _fit(cfg, rows, size, work)
+        shutil.rmtree(work)
+        model.export(str(stage / SAVED_MODEL_DIR), verbose=False)
+        logits = {name: saved_model_logits(str(stage / SAVED_MODEL_DIR), _pixels(r, cfg, size))
+                  for name, r in rows.items() if name in ("val", "test")}
+        points = choose_operating_points(rows["val"].y, logits["val"], cfg.target_sensitivity, cfg.target_specificity)
+        metrics = {name: split_metrics(rows[name].y, lg, points) for name, lg in logits.items()}
+        card = {
+            "card_version": CARD_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "saved_model": SAVED_MODEL_DIR,
+            "saved_model_sha256": sha256_tree(stage / SAVED_MODEL_DIR),
+            "config": CONFIG_NAME,
+            "architecture": {
+                "base": "InceptionV3 (include_top=False)",
+                "head": "GlobalAveragePooling2D -> Dense(1) logit",
+                "preprocessing": "in graph: x / 127.5 - 1",
+                "weights": _weights_record(cfg),
+                **{k: v for k, v in plan.items() if k != "stages"},
+            },
+            "image_size": size,
+            "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
+                      "color": "RGB", "resize": "PIL bilinear (runtime.images.to_model_pixels)",
+                      "source_pixel_range": cfg.pixel_range or "0,255 (uint8)"},
+            "output": {"name": OUTPUT_NAME, "kind": "logit", "probability": "sigmoid(logit), of the positive class"},
+            "positive_label": cfg.positive_label,
+            "negative_label": neg_label,
+            "class_names": list(cfg.class_names),
+            "operating_points": [p.to_dict() for p in points],
+            "metrics": metrics,
+            "class_counts": counts,
+            "data": {"path": str(Path(cfg.data).resolve()),
+                     "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
+            "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(time.monotonic() - started, 1)},
+            "versions": package_versions(),
+        }
+        atomic_write_json(stage / CONFIG_NAME, cfg.to_dict())
+        atomic_write_json(stage / CARD_NAME, card)
+    _log_summary(card)
+    return TrainResult(out, card)
+
+
+def _log_summary(card: dict[str, Any]) -> None:
+    for split in ("val", "test"):
+        if split not in card["metrics"]:
+            continue
+        m = card["metrics"][split]
+        log.info("%s: AUC %.4f", split, m["auc"])
+        for p in card["operating_points"]:
+            r = m[p["name"]]
+            log.info("  %-16s p>=%.4f  sensitivity %.3f  specificity %.3f  accuracy %.3f",
+                     p["name"], p["threshold"], r["sensitivity"], r["specificity"], r["accuracy"])
