@@ -1,0 +1,1 @@
+"""Benchmarks (planned): every export against the float SavedModel."""

@@ -69,11 +69,20 @@ def _bad_case(tmp_path, case):
     if case == "out_under_a_file":
         (tmp_path / "afile").write_text("x")
         return ["--data", str(good), "--out", str(tmp_path / "afile" / "model")], "afile is a file, not a directory"
+    if case == "split_sizes_differ":
+        x80, y80 = make_arrays(size=80)
+        x90, _ = make_arrays(size=90)
+        np.savez(tmp_path / "d.npz", train_images=x80, train_labels=y80, test_images=x90, test_labels=y80)
+        return ["--data", str(tmp_path / "d.npz"), "--no-resize"], "are 90x90 but the training images are 80x80"
+    if case == "subclass_length":
+        np.save(tmp_path / "sub.npy", np.zeros(5, int))
+        return ["--data", str(good), "--subclass-labels", str(tmp_path / "sub.npy")], "sub.npy: subclass labels have shape (5,)"
     raise AssertionError(case)
 
 
 CASES = ["missing", "pickled_npy", "lengths", "non_binary", "single_class", "small_no_resize", "nan", "inf", "empty",
-         "float_without_range", "unreadable", "image_size", "conflict", "weights_file_missing", "positive_label", "out_under_a_file"]
+         "float_without_range", "unreadable", "image_size", "conflict", "weights_file_missing", "positive_label", "out_under_a_file",
+         "split_sizes_differ", "subclass_length"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -85,6 +85,20 @@ def test_saved_model_takes_raw_pixels(trained):
     assert np.isfinite(out.numpy()).all() and abs(float(out[0, 0] - out[1, 0])) > 1e-3
 
 
+def test_card_reader_accepts_the_output_and_names_what_is_missing(trained, tmp_path):
+    from runtime.errors import ModelCardError
+    from train.card import read_card
+
+    assert read_card(trained[1].out) == trained[1].card
+    with pytest.raises(ModelCardError, match="no model card"):
+        read_card(tmp_path)
+    broken = dict(trained[1].card)
+    del broken["operating_points"], broken["data"]
+    (tmp_path / "model_card.json").write_text(json.dumps(broken))
+    with pytest.raises(ModelCardError, match="missing fields \\['operating_points', 'data'\\]"):
+        read_card(tmp_path)
+
+
 def test_config_round_trips(trained):
     cfg, result = trained
     assert TrainConfig.load(result.out / "train_config.json") == cfg

@@ -66,13 +66,13 @@ def test_failed_imagenet_download_names_the_alternatives(monkeypatch):
 
 
 def test_train_cli_with_a_weights_file_runs_the_frozen_recipe(weights_files, tmp_path):
-    """A small end-to-end run: local weights, a directory of .npy arrays without val (held out), frozen base."""
+    """A small end-to-end run: local weights, .npy arrays without val (held out), frozen base, tf.distribute on CPU."""
     from train.__main__ import main
 
     data = write_npy_dir(tmp_path / "arrays", splits=("train", "test"), n_per_class=20)
     out = tmp_path / "model"
     code = main(["--data", str(data), "--out", str(out), "--image-size", "75", "--weights", str(weights_files[2]),
-                 "--epochs", "2", "--seed", "3", "--class-names", "normal,pneumonia"])
+                 "--epochs", "2", "--seed", "3", "--class-names", "normal,pneumonia", "--distribute", "mirrored"])
     assert code == 0
     card = json.loads((out / "model_card.json").read_text())
     assert card["architecture"]["fine_tune"] is None and card["architecture"]["trained_blocks"] == []

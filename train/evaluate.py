@@ -15,13 +15,14 @@ import numpy as np
 from runtime.metrics import OperatingPoint, binary_metrics, roc_auc, sensitivity_point, sigmoid, specificity_point, youden_point
 
 
-def saved_model_logits(saved_model_dir: str, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Logits from the SavedModel's ``serve`` signature, batch by batch."""
+def saved_model_logits(saved_model_dir: str, splits: dict[str, Iterable[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Logits of each split from the SavedModel's ``serve`` endpoint, batch by batch."""
     import tensorflow as tf
 
     loaded = tf.saved_model.load(saved_model_dir)
-    out = [np.asarray(loaded.serve(tf.constant(b, dtype=tf.float32))).reshape(-1) for b in batches]
-    return np.concatenate(out).astype(np.float64)
+    return {name: np.concatenate([np.asarray(loaded.serve(tf.constant(b, dtype=tf.float32))).reshape(-1) for b in batches]
+                                 ).astype(np.float64)
+            for name, batches in splits.items()}
 
 
 def choose_operating_points(y_val: np.ndarray, val_logits: np.ndarray, target_sensitivity: float,

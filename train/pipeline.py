@@ -6,6 +6,7 @@ when complete, so a failed or killed run leaves ``out`` as it was.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import hashlib
@@ -13,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 
@@ -51,7 +52,11 @@ class _Rows:
 def _image_size(cfg: TrainConfig, data: Dataset) -> int:
     if cfg.resize:
         return cfg.image_size
+    train_hw = tuple(data.splits["train"].images.shape[1:3])
     for split in data.splits.values():
+        if tuple(split.images.shape[1:3]) != train_hw:
+            raise DataError(f"{split.source}: images are {split.images.shape[1]}x{split.images.shape[2]} but the training images "
+                            f"are {train_hw[0]}x{train_hw[1]}; without resizing every split needs the same size")
         h, w = split.images.shape[1:3]
         if h != w:
             raise DataError(f"{split.source}: images are {h}x{w}; training without resizing needs square images")
@@ -107,8 +112,8 @@ def prepare_rows(cfg: TrainConfig, data: Dataset) -> tuple[dict[str, _Rows], dic
         rows["test"] = _Rows(test, np.arange(len(test)), binary_labels(test, cfg.positive_label))
     else:
         log.warning("%s has no test split: the model card will carry validation metrics only", data.path)
-    record.update({name: class_counts(r.y) for name, r in rows.items()} | {"train_after": class_counts(rows["train"].y)})
-    record.pop("train", None)
+    record["train_after"] = class_counts(rows["train"].y)
+    record.update({name: class_counts(rows[name].y) for name in ("val", "test") if name in rows})
     record["balancing"] = {"method": method, "seed": cfg.seed,
                            "indices_sha256": hashlib.sha256(keep.astype("<i8").tobytes()).hexdigest()}
     log.info("training classes before balancing %s, after %s (%s)", record["train_before"], record["train_after"], method)
@@ -119,26 +124,24 @@ def _pixels(r: _Rows, cfg: TrainConfig, size: int):
     return iter_pixel_batches(r.split, r.indices, EVAL_BATCH, size if cfg.resize else None, cfg.parsed_pixel_range)
 
 
-def _strategy(cfg: TrainConfig):
-    import contextlib
-
+def _distribution_scope(cfg: TrainConfig) -> Callable[[], ContextManager[Any]]:
+    """A scope factory; one strategy serves model building and every fit, as tf.distribute requires."""
     if cfg.distribute == "mirrored":
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
         log.info("tf.distribute.MirroredStrategy over %d replica(s)", strategy.num_replicas_in_sync)
-        return strategy.scope()
-    return contextlib.nullcontext()
+        return strategy.scope
+    return contextlib.nullcontext
 
 
 def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path) -> tuple[Any, dict[str, Any]]:
-    import keras
-
     fine_tune = cfg.resolved_fine_tune()
     if cfg.fine_tune == "auto" and fine_tune is not None:
         log.info("--weights none: a frozen random base carries no learned features, so %s..mixed10 fine-tune "
                  "(--fine-tune auto); pass --fine-tune none for the notebook's frozen recipe", fine_tune)
-    with _strategy(cfg):
+    scope = _distribution_scope(cfg)
+    with scope():
         views = build_inception(size, cfg.weights, fine_tune)
     cached = {name: cache_features(views.stem, _pixels(r, cfg, size), r.indices.size, work / f"{name}_features.npy",
                                    f"{name} features ({views.cut_layer})") for name, r in rows.items() if name in ("train", "val")}
@@ -147,17 +150,16 @@ def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path) -> tup
         pooled = cached
     else:
         pooled = {name: views.pooled_from_cache.predict(f, batch_size=EVAL_BATCH, verbose=0) for name, f in cached.items()}
-    with _strategy(cfg):
+    with scope():
         stages["head"] = fit_stage(views.head, (pooled["train"], rows["train"].y), (pooled["val"], rows["val"].y),
                                    cfg, cfg.learning_rate, cfg.epochs, cfg.seed, "head")
     if fine_tune is not None and cfg.fine_tune_epochs > 0:
-        with _strategy(cfg):
+        with scope():
             stages["fine_tune"] = fit_stage(views.top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
                                             cfg, cfg.fine_tune_learning_rate, cfg.fine_tune_epochs, cfg.seed + 1,
                                             f"fine-tune {fine_tune}..mixed10")
     plan = {"fine_tune": fine_tune, "trained_blocks": views.trained_blocks, "cached_layer": views.cut_layer,
             "batchnorm": "frozen (inference mode, statistics as loaded)", "stages": stages}
-    del keras
     return views.model, plan
 
 
@@ -189,8 +191,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         model, plan = _fit(cfg, rows, size, work)
         shutil.rmtree(work)
         model.export(str(stage / SAVED_MODEL_DIR), verbose=False)
-        logits = {name: saved_model_logits(str(stage / SAVED_MODEL_DIR), _pixels(r, cfg, size))
-                  for name, r in rows.items() if name in ("val", "test")}
+        logits = saved_model_logits(str(stage / SAVED_MODEL_DIR),
+                                    {name: _pixels(r, cfg, size) for name, r in rows.items() if name in ("val", "test")})
         points = choose_operating_points(rows["val"].y, logits["val"], cfg.target_sensitivity, cfg.target_specificity)
         metrics = {name: split_metrics(rows[name].y, lg, points) for name, lg in logits.items()}
         card = {
