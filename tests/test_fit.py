@@ -9,7 +9,7 @@ def test_training_batches_are_seeded_and_keep_rows_with_their_labels():
     y = np.arange(20) % 2
     first = [batches(x, y, 8, seed=1)[i] for i in range(3)]
     again = [batches(x, y, 8, seed=1)[i] for i in range(3)]
-    for (xa, ya), (xb, yb) in zip(first, again):
+    for (xa, ya), (xb, yb) in zip(first, again, strict=True):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal((xa[:, 0] // 2) % 2, ya[:, 0])

@@ -36,7 +36,7 @@ def test_local_weights_file_is_loaded_into_the_base(weights_files, which):
     views = build_inception(75, str(path), None)
     loaded = [w for w in views.model.weights if not w.path.startswith("logit")]
     assert len(loaded) == len(base.weights) == 376
-    for got, want in zip(loaded, base.weights):
+    for got, want in zip(loaded, base.weights, strict=True):
         np.testing.assert_array_equal(got.numpy(), want.numpy())
 
 

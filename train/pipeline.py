@@ -22,6 +22,7 @@ from runtime.datasets import Dataset, Split, binary_labels, check_split_pixels, 
 from runtime.errors import DataError
 from runtime.fileio import atomic_write_json, check_output_dir, sha256_file, sha256_tree, staged_output_dir
 from runtime.images import MIN_IMAGE_SIZE
+from runtime.metrics import OperatingPoint
 
 from .balance import class_counts, stratified_split, undersample
 from .card import CARD_NAME, CARD_VERSION, CONFIG_NAME, SAVED_MODEL_DIR, package_versions
@@ -169,6 +170,40 @@ def _weights_record(cfg: TrainConfig) -> Any:
     return {"file": str(Path(cfg.weights).resolve()), "sha256": sha256_file(cfg.weights)}
 
 
+def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], points: list[OperatingPoint],
+                metrics: dict[str, Any], counts: dict[str, Any], data: Dataset, neg_label: int, seconds: float) -> dict[str, Any]:
+    """The model card (contract in :mod:`train.card`) for the model staged in ``stage``."""
+    return {
+        "card_version": CARD_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "saved_model": SAVED_MODEL_DIR,
+        "saved_model_sha256": sha256_tree(stage / SAVED_MODEL_DIR),
+        "config": CONFIG_NAME,
+        "architecture": {
+            "base": "InceptionV3 (include_top=False)",
+            "head": "GlobalAveragePooling2D -> Dense(1) logit",
+            "preprocessing": "in graph: x / 127.5 - 1",
+            "weights": _weights_record(cfg),
+            **{k: v for k, v in plan.items() if k != "stages"},
+        },
+        "image_size": size,
+        "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
+                  "color": "RGB", "resize": "PIL bilinear (runtime.images.to_model_pixels)",
+                  "source_pixel_range": cfg.pixel_range or "0,255 (uint8)"},
+        "output": {"name": OUTPUT_NAME, "kind": "logit", "probability": "sigmoid(logit), of the positive class"},
+        "positive_label": cfg.positive_label,
+        "negative_label": neg_label,
+        "class_names": list(cfg.class_names),
+        "operating_points": [p.to_dict() for p in points],
+        "metrics": metrics,
+        "class_counts": counts,
+        "data": {"path": str(Path(cfg.data).resolve()),
+                 "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
+        "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(seconds, 1)},
+        "versions": package_versions(),
+    }
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the whole training stage and return the published directory and its model card."""
     started = time.monotonic()
@@ -195,35 +230,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                                     {name: _pixels(r, cfg, size) for name, r in rows.items() if name in ("val", "test")})
         points = choose_operating_points(rows["val"].y, logits["val"], cfg.target_sensitivity, cfg.target_specificity)
         metrics = {name: split_metrics(rows[name].y, lg, points) for name, lg in logits.items()}
-        card = {
-            "card_version": CARD_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "saved_model": SAVED_MODEL_DIR,
-            "saved_model_sha256": sha256_tree(stage / SAVED_MODEL_DIR),
-            "config": CONFIG_NAME,
-            "architecture": {
-                "base": "InceptionV3 (include_top=False)",
-                "head": "GlobalAveragePooling2D -> Dense(1) logit",
-                "preprocessing": "in graph: x / 127.5 - 1",
-                "weights": _weights_record(cfg),
-                **{k: v for k, v in plan.items() if k != "stages"},
-            },
-            "image_size": size,
-            "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
-                      "color": "RGB", "resize": "PIL bilinear (runtime.images.to_model_pixels)",
-                      "source_pixel_range": cfg.pixel_range or "0,255 (uint8)"},
-            "output": {"name": OUTPUT_NAME, "kind": "logit", "probability": "sigmoid(logit), of the positive class"},
-            "positive_label": cfg.positive_label,
-            "negative_label": neg_label,
-            "class_names": list(cfg.class_names),
-            "operating_points": [p.to_dict() for p in points],
-            "metrics": metrics,
-            "class_counts": counts,
-            "data": {"path": str(Path(cfg.data).resolve()),
-                     "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
-            "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(time.monotonic() - started, 1)},
-            "versions": package_versions(),
-        }
+        card = _model_card(cfg, stage, size, plan, points, metrics, counts, data, neg_label, time.monotonic() - started)
         atomic_write_json(stage / CONFIG_NAME, cfg.to_dict())
         atomic_write_json(stage / CARD_NAME, card)
     _log_summary(card)
