@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, first_line
 from .images import PixelRange, check_pixels, to_model_pixels
 
 SPLITS = ("train", "val", "test")
@@ -47,7 +47,8 @@ class Dataset:
         return self.splits.get(name)
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_npy(path: Path) -> np.ndarray:
+    """Memory-map one numeric .npy file; anything else (empty, corrupt, pickled) is a :class:`DataError`."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty; expected a .npy array")
     try:
@@ -57,8 +58,7 @@ def _load_npy(path: Path) -> np.ndarray:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    text = text[0] if text else type(exc).__name__
+    text = first_line(exc)
     if "pickle" in text or "Object arrays" in text or "Python objects" in text:
         return "it holds Python objects, which are never unpickled; expected a numeric array"
     return text
@@ -102,7 +102,7 @@ def _from_dir(path: Path) -> tuple[dict[str, Split], tuple[Path, ...]]:
             continue
         if not xp.exists() or not yp.exists():
             raise DataError(f"{path}: has {yn if not xp.exists() else xn} but no {xn if not xp.exists() else yn}; expected both")
-        splits[name] = _make_split(name, _load_npy(xp), _load_npy(yp), f"{xp}")
+        splits[name] = _make_split(name, load_npy(xp), load_npy(yp), f"{xp}")
         files += [xp, yp]
     if "train" not in splits:
         raise DataError(f"{path}: no Xtrain.npy/Ytrain.npy; expected a .npz file or a directory with Xtrain.npy and Ytrain.npy")

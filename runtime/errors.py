@@ -8,6 +8,12 @@ and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type name), for one-line error reports."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class InceptionEdgeError(Exception):
     """Base class: a problem with the user's input, not with the toolkit."""
 

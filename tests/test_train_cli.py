@@ -77,12 +77,15 @@ def _bad_case(tmp_path, case):
     if case == "subclass_length":
         np.save(tmp_path / "sub.npy", np.zeros(5, int))
         return ["--data", str(good), "--subclass-labels", str(tmp_path / "sub.npy")], "sub.npy: subclass labels have shape (5,)"
+    if case == "subclass_pickled":
+        np.save(tmp_path / "sub.npy", np.array([object()] * 24, dtype=object), allow_pickle=True)
+        return ["--data", str(good), "--subclass-labels", str(tmp_path / "sub.npy")], "sub.npy: not a readable numeric .npy array (it holds Python objects"
     raise AssertionError(case)
 
 
 CASES = ["missing", "pickled_npy", "lengths", "non_binary", "single_class", "small_no_resize", "nan", "inf", "empty",
          "float_without_range", "unreadable", "image_size", "conflict", "weights_file_missing", "positive_label", "out_under_a_file",
-         "split_sizes_differ", "subclass_length"]
+         "split_sizes_differ", "subclass_length", "subclass_pickled"]
 
 
 @pytest.mark.parametrize("case", CASES)

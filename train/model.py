@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import WeightsError
+from runtime.errors import WeightsError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def build_inception(image_size: int, weights: str, fine_tune_from: str | None) -
     try:
         base = keras.applications.InceptionV3(include_top=False, weights=source, input_tensor=scaled)
     except Exception as exc:  # Keras raises bare Exception/ValueError for both failures below
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         if source == "imagenet" and _download_failed(exc):
             raise WeightsError(
                 f"cannot download the ImageNet weights for InceptionV3 ({reason}); pass --weights FILE with a local copy "

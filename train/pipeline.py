@@ -18,7 +18,8 @@ from typing import Any, Callable, ContextManager
 
 import numpy as np
 
-from runtime.datasets import Dataset, Split, binary_labels, check_split_pixels, iter_pixel_batches, load_dataset, negative_label
+from runtime.datasets import (Dataset, Split, binary_labels, check_split_pixels, iter_pixel_batches, load_dataset, load_npy,
+                              negative_label)
 from runtime.errors import DataError
 from runtime.fileio import atomic_write_json, check_output_dir, sha256_file, sha256_tree, staged_output_dir
 from runtime.images import MIN_IMAGE_SIZE
@@ -72,10 +73,7 @@ def _subclasses(cfg: TrainConfig, n: int) -> np.ndarray | None:
     path = Path(cfg.subclass_labels)
     if not path.is_file():
         raise DataError(f"{path}: subclass labels not found; expected a .npy file with one subclass id per training row")
-    try:
-        sub = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable numeric .npy array ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    sub = np.asarray(load_npy(path))
     sub = sub.reshape(-1) if sub.ndim == 2 and sub.shape[1] == 1 else sub
     if sub.ndim != 1 or sub.shape[0] != n or not np.issubdtype(sub.dtype, np.integer):
         raise DataError(f"{path}: subclass labels have shape {sub.shape} and dtype {sub.dtype}; expected {n} integers, one per training row")
