@@ -54,17 +54,17 @@ class _Rows:
 def _image_size(cfg: TrainConfig, data: Dataset) -> int:
     if cfg.resize:
         return cfg.image_size
-    train_hw = tuple(data.splits["train"].images.shape[1:3])
+    train = data.splits["train"]
+    h, w = train.images.shape[1:3]
     for split in data.splits.values():
-        if tuple(split.images.shape[1:3]) != train_hw:
+        if tuple(split.images.shape[1:3]) != (h, w):
             raise DataError(f"{split.source}: images are {split.images.shape[1]}x{split.images.shape[2]} but the training images "
-                            f"are {train_hw[0]}x{train_hw[1]}; without resizing every split needs the same size")
-        h, w = split.images.shape[1:3]
-        if h != w:
-            raise DataError(f"{split.source}: images are {h}x{w}; training without resizing needs square images")
-        if h < MIN_IMAGE_SIZE:
-            raise DataError(f"{split.source}: images are {h}x{w}, under InceptionV3's minimum of {MIN_IMAGE_SIZE}; drop --no-resize or pass --image-size")
-    return int(data.splits["train"].images.shape[1])
+                            f"are {h}x{w}; without resizing every split needs the same size")
+    if h != w:
+        raise DataError(f"{train.source}: images are {h}x{w}; training without resizing needs square images")
+    if h < MIN_IMAGE_SIZE:
+        raise DataError(f"{train.source}: images are {h}x{w}, under InceptionV3's minimum of {MIN_IMAGE_SIZE}; drop --no-resize or pass --image-size")
+    return int(h)
 
 
 def _subclasses(cfg: TrainConfig, n: int) -> np.ndarray | None:
