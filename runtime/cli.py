@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from .errors import InceptionEdgeError
+from .errors import InceptionEdgeError, first_line
 
 
 def setup_logging() -> None:
@@ -20,8 +20,8 @@ def run_cli(action: Callable[[], None]) -> int:
     try:
         action()
     except InceptionEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {first_line(exc)}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -17,6 +17,8 @@ def first_line(exc: BaseException) -> str:
 class InceptionEdgeError(Exception):
     """Base class: a problem with the user's input, not with the toolkit."""
 
+    exit_code = 2  # what a CLI exits with; 2 is the convention for usage errors
+
 
 class DataError(InceptionEdgeError):
     """A data file or array is missing, unreadable, or not what the stage expects."""
@@ -36,3 +38,25 @@ class WeightsError(InceptionEdgeError):
 
 class ModelCardError(InceptionEdgeError):
     """A model directory or its model card is missing or malformed."""
+
+
+class ModelFileError(InceptionEdgeError):
+    """A model file (.tflite, .onnx) is missing, corrupt, of an unsupported kind, or lacks its metadata."""
+
+
+class BackendError(InceptionEdgeError):
+    """The inference package a model needs is not installed or cannot run it."""
+
+
+class ExportError(InceptionEdgeError):
+    """A converter refused the model or produced something that does not match it."""
+
+
+class DriftError(InceptionEdgeError):
+    """An export ran but its outputs drift from the float model beyond the allowed limits.
+
+    Not a usage error, so CLIs exit with 3 rather than 2: scripts can tell "you called me wrong"
+    from "the artifact is not good enough".
+    """
+
+    exit_code = 3

@@ -22,6 +22,17 @@ from .errors import OutputError
 _CHUNK = 1 << 20
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+# What open() and mkdir() would give (mkstemp's 0o600 and mkdtemp's 0o700 would hide outputs from other users).
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in chunks so large files do not load into memory."""
     digest = hashlib.sha256()
@@ -54,6 +65,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except OSError as exc:
         raise OutputError(f"{path.parent}: cannot write here ({exc.strerror}); expected a writable directory") from exc
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -103,6 +115,7 @@ def staged_output_dir(out: str | os.PathLike[str], overwrite: bool) -> Iterator[
     out = check_output_dir(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    os.chmod(stage, DIR_MODE)
     try:
         yield stage
     except BaseException:

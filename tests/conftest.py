@@ -18,6 +18,21 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def trained75(shared_data, tmp_path_factory):
+    """The issue's reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores, once per session).
+
+    Tests that write into a model directory must copy it first (see ``model75_copy``).
+    """
+    from train import train
+    from train.config import TrainConfig
+
+    out = tmp_path_factory.mktemp("e2e") / "pneumonia75"
+    cfg = TrainConfig(data=str(shared_data), out=str(out), image_size=75, weights="none", seed=0,
+                      class_names=("normal", "pneumonia"))
+    return cfg, train(cfg)
+
+
 def make_arrays(n_per_class: int = 12, size: int = 28, channels: int | None = None, dtype=np.uint8,
                 seed: int = 0, labels=(0, 1)) -> tuple[np.ndarray, np.ndarray]:
     """Small labelled images whose class is visible in the mean brightness."""

@@ -15,14 +15,8 @@ from train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
-def trained(shared_data, tmp_path_factory):
-    from train import train
-
-    out = tmp_path_factory.mktemp("e2e") / "pneumonia75"
-    cfg = TrainConfig(data=str(shared_data), out=str(out), image_size=75, weights="none", seed=0,
-                      class_names=("normal", "pneumonia"))
-    result = train(cfg)
-    return cfg, result
+def trained(trained75):
+    return trained75
 
 
 @pytest.fixture(scope="module")

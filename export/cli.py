@@ -1,0 +1,41 @@
+"""Arguments every export CLI shares, and the one-line summary they print."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .config import DriftLimits, ExportConfig
+from .session import ExportResult, summary_line
+
+DRIFT_HELP = ("KEY=VALUE,... over the defaults sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98 "
+              "(absolute changes vs the float SavedModel at every operating point, on val and test), or none to report "
+              "without failing. Beyond it the artifact is not written, its report goes to NAME.rejected.json, exit status 3")
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    d = ExportConfig.__dataclass_fields__
+    p.add_argument("--model", required=True, help="model directory written by `python -m train` (SavedModel + model_card.json)")
+    p.add_argument("--out", default=None, help="directory for the artifacts (default: the model directory)")
+    p.add_argument("--overwrite", action="store_true", help="replace artifacts of the same name (atomically, after verification)")
+    c = p.add_argument_group("calibration and verification")
+    c.add_argument("--data", default=None, help="labelled data (.npz or directory of .npy) to calibrate on (train split) "
+                   "and verify on (val and test); default: the file the model card names, checked by sha256")
+    c.add_argument("--calibration-data", default=None, help="calibrate on these images instead: a dataset (its train split) "
+                   "or a .npy of images (N,H,W[,C]) from the deployment site")
+    c.add_argument("--calibration-size", type=int, default=d["calibration_size"].default,
+                   help="images in the calibration sample (the TensorFlow guide advises 100-500)")
+    c.add_argument("--calibration-seed", type=int, default=d["calibration_seed"].default, help="seed of the class-balanced draw")
+    c.add_argument("--max-drift", default="sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98", help=DRIFT_HELP)
+    c.add_argument("--threads", type=int, default=None, help="threads for verification (default: every core)")
+
+
+def common_config(args: argparse.Namespace) -> dict[str, Any]:
+    return {"model": args.model, "out": args.out, "overwrite": args.overwrite, "data": args.data,
+            "calibration_data": args.calibration_data, "calibration_size": args.calibration_size,
+            "calibration_seed": args.calibration_seed, "max_drift": DriftLimits.parse(args.max_drift),
+            "threads": args.threads}
+
+
+def print_result(result: ExportResult) -> None:
+    print(f"{result.path}  {result.sidecar['bytes'] / 1e6:.1f} MB  {summary_line(result.verification)}")

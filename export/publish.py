@@ -1,0 +1,78 @@
+"""Putting an artifact in place: stage, verify, then rename, so a kill never leaves half a model.
+
+Each artifact is written to a hidden temporary file in the destination directory, verified
+there, and only then renamed over the destination (``os.replace``, atomic on one file system).
+Its sidecar ``NAME.json`` (checksum, metadata, config, verification report) follows the same
+way. An artifact that drifts too far is not published: its report goes to
+``NAME.rejected.json`` and the previous artifact, if any, stays untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import DriftError, OutputError
+from runtime.fileio import FILE_MODE, atomic_write_json, sha256_file
+
+SIDECAR_SUFFIX = ".json"
+REJECTED_SUFFIX = ".rejected.json"
+
+
+def sidecar_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + SIDECAR_SUFFIX)
+
+
+def rejected_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + REJECTED_SUFFIX)
+
+
+def check_destination(out_dir: Path, names: list[str], overwrite: bool) -> None:
+    """Fail before any conversion if an artifact exists (without --overwrite) or ``out_dir`` is not writable."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: exists and is not a directory; expected a directory for the artifacts")
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{out_dir}: cannot write there ({probe} is not a writable directory)")
+    for name in names:
+        if (out_dir / name).exists() and not overwrite:
+            raise OutputError(f"{out_dir / name}: already exists; pass --overwrite to replace it")
+
+
+@contextlib.contextmanager
+def staged_file(destination: Path) -> Iterator[Path]:
+    """A hidden temporary path beside ``destination`` (same suffix, so loaders accept it), removed on exit."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.stem}.", suffix=f".tmp{destination.suffix}")
+    os.fchmod(fd, FILE_MODE)
+    os.close(fd)
+    path = Path(tmp)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def publish(staged: Path, destination: Path, sidecar: dict[str, Any]) -> dict[str, Any]:
+    """Rename a verified artifact into place and write its sidecar; refuse one that failed verification."""
+    sidecar = dict(sidecar, artifact=destination.name, sha256=sha256_file(staged), bytes=staged.stat().st_size)
+    verification = sidecar.get("verification") or {}
+    if not verification.get("passed", True):
+        atomic_write_json(rejected_path(destination), sidecar)
+        failures = verification.get("failures", [])
+        raise DriftError(f"{destination.name}: drift beyond --max-drift, not written ({len(failures)} failures: "
+                         f"{'; '.join(failures[:3])}{'; ...' if len(failures) > 3 else ''}); report: {rejected_path(destination)}")
+    with open(staged, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(staged, destination)
+    atomic_write_json(sidecar_path(destination), sidecar)
+    with contextlib.suppress(FileNotFoundError):
+        rejected_path(destination).unlink()
+    return sidecar

@@ -1,0 +1,129 @@
+"""The steps every export shares: check inputs, draw calibration, compute the float reference,
+verify each artifact and publish it.
+
+A format module (``export.tflite``, ``export.onnx``) only converts; this module makes sure that
+every format is calibrated on the same sample, judged against the same float logits with the
+same limits, and written the same atomic way.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.backends import open_backend
+from runtime.datasets import Dataset, Split
+from runtime.errors import ConfigError
+
+from .calibration import CalibrationSample, calibration_split, draw_calibration
+from .config import ExportConfig
+from .publish import check_destination, publish
+from .source import ModelSource, open_model_dir, open_training_data
+from .verify import (
+    LabelledPixels,
+    saved_model_logits,
+    verification_splits,
+    verify_artifact,
+)
+
+log = logging.getLogger("export")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One published artifact and the sidecar written beside it."""
+
+    path: Path
+    sidecar: dict[str, Any]
+
+    @property
+    def verification(self) -> dict[str, Any]:
+        return self.sidecar["verification"]
+
+
+@dataclass
+class ExportSession:
+    cfg: ExportConfig
+    source: ModelSource
+    out_dir: Path
+    dataset: Dataset
+    _calibration_source: tuple[Split, np.ndarray | None] | None = None
+    _calibration: CalibrationSample | None = None
+    _verify_data: list[LabelledPixels] | None = None
+    _reference: dict[str, np.ndarray] | None = None
+    results: list[ExportResult] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, cfg: ExportConfig, artifact_names: list[str], needs_calibration: bool) -> ExportSession:
+        """Every check that needs no TensorFlow, so mistakes fail in a second."""
+        source = open_model_dir(cfg.model)
+        out_dir = Path(cfg.out) if cfg.out else source.directory
+        check_destination(out_dir, artifact_names, cfg.overwrite)
+        session = cls(cfg, source, out_dir, open_training_data(source, cfg.data))
+        if needs_calibration:
+            split, labels = calibration_split(session.dataset.split("train"), cfg.calibration_data, source.positive_label)
+            if cfg.calibration_size > len(split):
+                raise ConfigError(f"--calibration-size {cfg.calibration_size}: larger than the {len(split)} images in {split.source}")
+            session._calibration_source = (split, labels)
+        return session
+
+    def calibration(self) -> CalibrationSample:
+        if self._calibration is None:
+            if self._calibration_source is None:
+                raise RuntimeError("this export was opened without calibration")
+            split, labels = self._calibration_source
+            self._calibration = draw_calibration(split, labels, self.cfg.calibration_size, self.cfg.calibration_seed,
+                                                 self.source.image_size, self.source.pixel_range)
+            log.info("calibration: %d images from %s (seed %d, %s)", len(self._calibration), split.source,
+                     self.cfg.calibration_seed, self._calibration.record["class_counts"])
+        return self._calibration
+
+    def verify_data(self) -> list[LabelledPixels]:
+        if self._verify_data is None:
+            self._verify_data = verification_splits(self.dataset.splits, self.source.positive_label,
+                                                    self.source.image_size, self.source.pixel_range)
+        return self._verify_data
+
+    def reference(self) -> dict[str, np.ndarray]:
+        """Float SavedModel logits on the verification splits, computed once per session."""
+        if self._reference is None:
+            start = time.perf_counter()
+            self._reference = saved_model_logits(str(self.source.saved_model), self.verify_data())
+            log.info("float reference: %s images in %.1f s", {k: v.size for k, v in self._reference.items()},
+                     time.perf_counter() - start)
+        return self._reference
+
+    def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
+                           extra: dict[str, Any] | None = None) -> ExportResult:
+        """Verify ``staged`` against the float model, then publish it (or refuse it) with its sidecar."""
+        start = time.perf_counter()
+        backend = open_backend(staged, threads=self.cfg.threads)
+        report = verify_artifact(backend, self.verify_data(), self.reference(), self.source.card["operating_points"],
+                                 self.cfg.max_drift)
+        report["seconds"] = round(time.perf_counter() - start, 2)
+        report["backend"] = backend.package
+        sidecar = {"metadata": metadata, "config": {"kind": self.cfg.kind, **self.cfg.to_dict()},
+                   "verification": report, **(extra or {})}
+        log.info("%s: %s", destination.name, summary_line(report))
+        result = ExportResult(destination, publish(staged, destination, sidecar))
+        self.results.append(result)
+        return result
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line per artifact: the worst value of each checked quantity across splits and points."""
+    rows = report["splits"].values()
+    worst_auc = max(abs(r["delta_auc"]) for r in rows)
+    points = [p for r in rows for p in r["operating_points"].values()]
+    worst_sens = max(abs(p["delta_sensitivity"]) for p in points)
+    worst_spec = max(abs(p["delta_specificity"]) for p in points)
+    worst_agree = min(p["agreement"] for p in points)
+    max_logit = max(r["max_abs_delta_logit"] for r in rows)
+    verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
+    return (f"worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
+            f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}: {verdict}")

@@ -1,0 +1,77 @@
+"""The export's inputs: a trained model directory and the labelled data it came from.
+
+Everything is checked here, before TensorFlow loads, so that a wrong path fails in a second
+with one line instead of after a minute of conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runtime.datasets import Dataset, load_dataset
+from runtime.errors import DataError, ModelCardError
+from runtime.fileio import sha256_file
+from runtime.images import PixelRange
+from train.card import CONFIG_NAME, read_card
+from train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A trained model directory: its card, its SavedModel and how its inputs are made."""
+
+    directory: Path
+    card: dict[str, Any]
+    saved_model: Path
+    train_config: TrainConfig
+
+    @property
+    def image_size(self) -> int:
+        return int(self.card["image_size"])
+
+    @property
+    def pixel_range(self) -> PixelRange | None:
+        return self.train_config.parsed_pixel_range
+
+    @property
+    def positive_label(self) -> int:
+        return int(self.card["positive_label"])
+
+
+def open_model_dir(model_dir: str | Path) -> ModelSource:
+    """Read the card and find the SavedModel; raise :class:`ModelCardError` naming what is missing."""
+    directory = Path(model_dir)
+    if not directory.exists():
+        raise ModelCardError(f"{directory}: no such model directory; expected the --out directory of `python -m train`")
+    card = read_card(directory)
+    saved_model = directory / str(card["saved_model"])
+    if not (saved_model / "saved_model.pb").is_file():
+        raise ModelCardError(f"{saved_model}: not a SavedModel (no saved_model.pb); expected the SavedModel the card names")
+    config_path = directory / str(card.get("config", CONFIG_NAME))
+    if not config_path.is_file():
+        raise ModelCardError(f"{config_path}: missing; expected the training config the model card names")
+    return ModelSource(directory, card, saved_model, TrainConfig.load(config_path))
+
+
+def open_training_data(source: ModelSource, data: str | None) -> Dataset:
+    """The labelled data to calibrate and verify on: ``data`` if given, else the file the card names.
+
+    The card's file must still be the one the model was trained on (same sha256): a changed
+    file would silently calibrate on other images and compare against other labels.
+    """
+    if data is not None:
+        return load_dataset(data)
+    recorded = source.card["data"]
+    path = Path(str(recorded.get("path", "")))
+    if not path.exists():
+        raise DataError(f"{path}: the model card's training data is not there; pass --data PATH to the same data")
+    dataset = load_dataset(path)
+    expected = {str(Path(f["path"])): f.get("sha256") for f in recorded.get("files", [])}
+    for file in dataset.files:
+        want = expected.get(str(file))
+        if want is not None and sha256_file(file) != want:
+            raise DataError(f"{file}: sha256 differs from the model card's {want[:12]}...; the data changed since training, "
+                            "pass --data PATH to use it anyway")
+    return dataset

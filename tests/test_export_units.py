@@ -1,0 +1,236 @@
+"""export/ pieces that need no converter: config, calibration draw, drift checks, publishing, metadata readers."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from export.calibration import balanced_draw, calibration_split, draw_calibration
+from export.config import DriftLimits, OnnxExportConfig, TFLiteExportConfig
+from export.publish import check_destination, publish, rejected_path, sidecar_path, staged_file
+from export.verify import compare_split, drift_failures
+from runtime.artifact_metadata import METADATA_KEY, onnx_metadata_props, read_artifact_metadata, tflite_metadata_entries
+from runtime.datasets import load_dataset
+from runtime.errors import ConfigError, DataError, DriftError, ModelFileError, OutputError
+
+from conftest import write_npz
+
+POINTS = [{"name": "youden", "threshold": 0.5}, {"name": "high_sensitivity", "threshold": 0.3}]
+
+
+# -- config ------------------------------------------------------------------------------------
+def test_drift_limits_parse_overrides_defaults_and_none_disables():
+    assert DriftLimits.parse("auc=0.005") == DriftLimits(auc=0.005)
+    assert DriftLimits.parse("sensitivity=0.03, agreement=0.95") == DriftLimits(sensitivity=0.03, agreement=0.95)
+    assert DriftLimits.parse("none") is None
+    assert DriftLimits() == DriftLimits(0.02, 0.02, 0.01, 0.98)
+
+
+@pytest.mark.parametrize("text", ["sens=0.02", "auc", "auc=abc", "agreement=1.5", "auc=-0.1"])
+def test_drift_limits_refuse_bad_text(text):
+    with pytest.raises(ConfigError, match="--max-drift"):
+        DriftLimits.parse(text)
+
+
+def test_configs_round_trip_and_name_their_artifacts():
+    t = TFLiteExportConfig(model="m", max_drift=DriftLimits(auc=0.02), calibration_size=150)
+    assert TFLiteExportConfig.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert t.artifact_name == "model_int8.tflite"
+    assert TFLiteExportConfig(model="m", input_type="int8").artifact_name == "model_int8_int8input.tflite"
+    assert TFLiteExportConfig(model="m", mode="float16").artifact_name == "model_float16.tflite"
+    o = OnnxExportConfig(model="m", target="x86", max_drift=None)
+    assert OnnxExportConfig.from_dict(o.to_dict()) == o
+    assert (o.fp32_name, o.int8_name) == ("model_fp32.onnx", "model_int8_x86.onnx")
+    assert OnnxExportConfig(model="m").int8_name == "model_int8.onnx"
+    assert OnnxExportConfig(model="m", calibration_method="entropy").int8_name == "model_int8_entropy.onnx"
+
+
+@pytest.mark.parametrize("kwargs,flag", [
+    ({"mode": "int4"}, "--mode"), ({"input_type": "float32"}, "--input-type"),
+    ({"mode": "float16", "input_type": "int8"}, "--input-type"), ({"calibration_size": 0}, "--calibration-size"),
+])
+def test_tflite_config_refuses(kwargs, flag):
+    with pytest.raises(ConfigError, match=flag):
+        TFLiteExportConfig(model="m", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,flag", [
+    ({"target": "arm"}, "--target"), ({"calibration_method": "mse"}, "--calibration-method"), ({"opset": 13}, "--opset"),
+])
+def test_onnx_config_refuses(kwargs, flag):
+    with pytest.raises(ConfigError, match=flag):
+        OnnxExportConfig(model="m", **kwargs)
+
+
+def test_config_refuses_unknown_keys():
+    with pytest.raises(ConfigError, match="unknown keys"):
+        TFLiteExportConfig.from_dict({"model": "m", "quantize": True})
+
+
+# -- calibration -------------------------------------------------------------------------------
+def test_balanced_draw_is_stratified_seeded_and_not_the_first_rows():
+    labels = np.repeat([0, 1], [300, 100])  # sorted by label, as the shared arrays are
+    a, b, c = balanced_draw(labels, 400, 50, 0), balanced_draw(labels, 400, 50, 0), balanced_draw(labels, 400, 50, 1)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert (labels[a] == 0).sum() == 25 and (labels[a] == 1).sum() == 25
+    assert np.unique(a).size == 50 and np.all(np.diff(a) > 0)
+    # a class smaller than its half share is taken whole, the rest comes from the other
+    small = balanced_draw(labels, 400, 250, 0)
+    assert (labels[small] == 1).sum() == 100 and small.size == 250
+    odd = balanced_draw(np.repeat([0, 1], [10, 10]), 20, 5, 0)
+    assert odd.size == 5
+
+
+def test_calibration_sample_records_its_draw(tmp_path):
+    ds = load_dataset(write_npz(tmp_path / "d.npz", n_per_class=20))
+    split, labels = calibration_split(ds.split("train"), None, positive_label=1)
+    one = draw_calibration(split, labels, 10, 3, 75, None)
+    two = draw_calibration(split, labels, 10, 3, 75, None)
+    assert one.pixels.shape == (10, 75, 75, 3) and one.pixels.dtype == np.float32
+    assert one.record == two.record and one.record["class_counts"] == {"negative": 5, "positive": 5}
+    assert one.record["indices"] == sorted(one.record["indices"]) and len(one.record["indices_sha256"]) == 64
+    assert draw_calibration(split, labels, 10, 4, 75, None).record["pixels_sha256"] != one.record["pixels_sha256"]
+    with pytest.raises(ConfigError, match="--calibration-size 41: larger than the 40 images"):
+        draw_calibration(split, labels, 41, 0, 75, None)
+
+
+def test_calibration_from_unlabelled_npy_and_wrong_shape(tmp_path):
+    good = tmp_path / "calib.npy"
+    np.save(good, np.zeros((6, 28, 28), np.uint8))
+    split, labels = calibration_split(None, str(good), 1)
+    assert labels is None and draw_calibration(split, None, 4, 0, 75, None).record["class_counts"] is None
+    bad = tmp_path / "flat.npy"
+    np.save(bad, np.zeros((6, 784), np.uint8))
+    with pytest.raises(DataError, match="flat.npy: calibration images have shape \\(6, 784\\)"):
+        calibration_split(None, str(bad), 1)
+
+
+# -- drift -------------------------------------------------------------------------------------
+def test_identical_outputs_pass_and_report_zero_drift():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    logits = rng.normal(size=200) + 1.5 * y
+    report = compare_split(y, logits, logits.copy(), POINTS)
+    assert report["delta_auc"] == 0.0 and report["max_abs_delta_probability"] == 0.0
+    assert all(p["agreement"] == 1.0 for p in report["operating_points"].values())
+    assert drift_failures({"test": report}, DriftLimits()) == []
+
+
+def test_drift_failures_name_split_point_metric_and_bound():
+    y = np.repeat([0, 1], 50)
+    reference = np.where(y == 1, 1.0, -1.0) + np.linspace(-0.5, 0.5, 100)
+    candidate = reference.copy()
+    candidate[np.flatnonzero(y == 1)[:5]] = -3.0  # five positives pushed below every threshold
+    report = compare_split(y, reference, candidate, POINTS)
+    assert report["operating_points"]["youden"]["delta_sensitivity"] == pytest.approx(-0.1)
+    assert report["operating_points"]["youden"]["agreement"] == pytest.approx(0.95)
+    failures = drift_failures({"val": report}, DriftLimits())
+    assert "val/youden |delta sensitivity| 0.1000 > 0.02" in failures
+    assert "val/youden agreement 0.9500 < 0.98" in failures
+    assert drift_failures({"val": report}, DriftLimits(sensitivity=0.2, agreement=0.9, auc=1.0)) == []
+
+
+# -- publishing --------------------------------------------------------------------------------
+def test_publish_renames_into_place_and_writes_the_sidecar(tmp_path):
+    dest = tmp_path / "model_int8.tflite"
+    with staged_file(dest) as staged:
+        staged.write_bytes(b"new model")
+        sidecar = publish(staged, dest, {"verification": {"passed": True}})
+    assert dest.read_bytes() == b"new model" and not staged.exists()
+    on_disk = json.loads(sidecar_path(dest).read_text())
+    assert on_disk == sidecar and on_disk["bytes"] == 9 and on_disk["artifact"] == "model_int8.tflite"
+    assert oct(dest.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_failed_verification_leaves_the_previous_artifact(tmp_path):
+    dest = tmp_path / "model_int8.onnx"
+    dest.write_bytes(b"previous")
+    with staged_file(dest) as staged:
+        staged.write_bytes(b"drifting model")
+        with pytest.raises(DriftError, match="model_int8.onnx: drift beyond --max-drift, not written \\(1 failures: test/youden"):
+            publish(staged, dest, {"verification": {"passed": False, "failures": ["test/youden agreement 0.9 < 0.98"]}})
+    assert dest.read_bytes() == b"previous" and not sidecar_path(dest).exists()
+    assert json.loads(rejected_path(dest).read_text())["verification"]["passed"] is False
+    assert DriftError("x").exit_code == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx", "model_int8.onnx.rejected.json"]
+
+
+def test_an_exception_while_staged_leaves_nothing(tmp_path):
+    dest = tmp_path / "model.tflite"
+    with pytest.raises(KeyboardInterrupt), staged_file(dest) as staged:
+        staged.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_check_destination(tmp_path):
+    (tmp_path / "model_int8.tflite").write_bytes(b"x")
+    with pytest.raises(OutputError, match="model_int8.tflite: already exists; pass --overwrite"):
+        check_destination(tmp_path, ["model_int8.tflite"], overwrite=False)
+    check_destination(tmp_path, ["model_int8.tflite"], overwrite=True)
+    check_destination(tmp_path / "new" / "dir", ["a"], overwrite=False)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="not a directory"):
+        check_destination(tmp_path / "file", ["a"], overwrite=False)
+    if os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(OutputError, match="not a writable directory"):
+            check_destination(locked, ["a"], overwrite=False)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# -- metadata readers --------------------------------------------------------------------------
+def _onnx_with_metadata(meta: dict) -> bytes:
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph)
+    helper.set_model_props(model, {"other": "1", METADATA_KEY: json.dumps(meta)})
+    return model.SerializeToString() if onnx else b""
+
+
+def test_onnx_metadata_reads_back_without_onnx(tmp_path):
+    blob = _onnx_with_metadata({"class_names": ["normal", "pneumonia"], "image_size": 75})
+    assert onnx_metadata_props(blob, "m.onnx")["other"] == "1"
+    path = tmp_path / "m.onnx"
+    path.write_bytes(blob)
+    assert read_artifact_metadata(path) == {"class_names": ["normal", "pneumonia"], "image_size": 75}
+
+
+@pytest.mark.parametrize("content,suffix,message", [
+    (b"", ".onnx", "model file is empty"),
+    (b"\x08\x07\x12\x05", ".onnx", "truncated or corrupt ONNX"),
+    (b"hello world, not a model", ".tflite", "not a TFLite flatbuffer"),
+    (b"\x10\x00\x00\x00TFL3\x00\x00", ".tflite", "truncated or corrupt TFLite"),
+    (b"anything", ".pb", "unsupported model suffix '.pb'"),
+])
+def test_metadata_reader_refuses_broken_files(tmp_path, content, suffix, message):
+    path = tmp_path / f"m{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(ModelFileError, match=message):
+        read_artifact_metadata(path)
+
+
+def test_truncated_onnx_with_metadata_is_refused(tmp_path):
+    blob = _onnx_with_metadata({"a": 1})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(blob[: len(blob) - 7])
+    with pytest.raises(ModelFileError, match="m.onnx"):
+        read_artifact_metadata(path)
+
+
+def test_tflite_reader_on_a_flatbuffer_without_metadata():
+    assert tflite_metadata_entries(b"\x0c\x00\x00\x00TFL3\x04\x00\x04\x00\x04\x00\x00\x00", "m.tflite") == {}
