@@ -135,7 +135,10 @@ class TFLiteExportConfig(ExportConfig):
 @dataclass
 class OnnxExportConfig(ExportConfig):
     target: str = "pi"  # pi: int8 activations (ARM kernels favour them); x86: uint8 (VNNI kernels are 2.6x faster)
-    calibration_method: str = "minmax"  # what TFLite does too; entropy and percentile clip outliers
+    # percentile (99.9999th, asymmetric) passed the drift limits on more calibration draws than minmax
+    # (8 vs 5 of 10 on the 75x75 reference model). onnxruntime 1.32's entropy, with its fixed 128 bins,
+    # comes out equal to minmax.
+    calibration_method: str = "percentile"
     opset: int = MIN_OPSET
     max_fp32_delta: float = 1e-3  # largest |logit difference| the fp32 conversion may show on real images
 
@@ -161,6 +164,6 @@ class OnnxExportConfig(ExportConfig):
         parts = ["model_int8"]
         if self.target != "pi":
             parts.append(self.target)
-        if self.calibration_method != "minmax":
+        if self.calibration_method != "percentile":
             parts.append(self.calibration_method)
         return "_".join(parts) + ".onnx"

@@ -24,12 +24,7 @@ from .calibration import CalibrationSample, calibration_split, draw_calibration
 from .config import ExportConfig
 from .publish import check_destination, publish
 from .source import ModelSource, open_model_dir, open_training_data
-from .verify import (
-    LabelledPixels,
-    saved_model_logits,
-    verification_splits,
-    verify_artifact,
-)
+from .verify import LabelledPixels, artifact_logits, saved_model_logits, verification_splits, verify_artifact
 
 log = logging.getLogger("export")
 
@@ -98,15 +93,24 @@ class ExportSession:
                      time.perf_counter() - start)
         return self._reference
 
+    def artifact_logits(self, path: Path) -> tuple[dict[str, np.ndarray], str]:
+        """The artifact's logits on every verification split, and the backend package that ran it."""
+        backend = open_backend(path, threads=self.cfg.threads)
+        return artifact_logits(backend, self.verify_data()), backend.package
+
     def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
-                           extra: dict[str, Any] | None = None) -> ExportResult:
-        """Verify ``staged`` against the float model, then publish it (or refuse it) with its sidecar."""
+                           extra: dict[str, Any] | None = None,
+                           outputs: tuple[dict[str, np.ndarray], str] | None = None) -> ExportResult:
+        """Verify ``staged`` against the float model, then publish it (or refuse it) with its sidecar.
+
+        ``outputs`` passes logits already computed from these exact bytes, to avoid a second run.
+        """
         start = time.perf_counter()
-        backend = open_backend(staged, threads=self.cfg.threads)
-        report = verify_artifact(backend, self.verify_data(), self.reference(), self.source.card["operating_points"],
+        logits, package = outputs or self.artifact_logits(staged)
+        report = verify_artifact(logits, self.verify_data(), self.reference(), self.source.card["operating_points"],
                                  self.cfg.max_drift)
         report["seconds"] = round(time.perf_counter() - start, 2)
-        report["backend"] = backend.package
+        report["backend"] = package
         sidecar = {"metadata": metadata, "config": {"kind": self.cfg.kind, **self.cfg.to_dict()},
                    "verification": report, **(extra or {})}
         log.info("%s: %s", destination.name, summary_line(report))

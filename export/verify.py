@@ -106,10 +106,14 @@ def drift_failures(splits: dict[str, dict[str, Any]], limits: DriftLimits) -> li
     return failures
 
 
-def verify_artifact(backend: Backend, data: list[LabelledPixels], reference: dict[str, np.ndarray],
+def artifact_logits(backend: Backend, data: list[LabelledPixels]) -> dict[str, np.ndarray]:
+    return {d.name: backend.logits(d.pixels) for d in data}
+
+
+def verify_artifact(outputs: dict[str, np.ndarray], data: list[LabelledPixels], reference: dict[str, np.ndarray],
                     operating_points: list[dict[str, Any]], limits: DriftLimits | None) -> dict[str, Any]:
-    """Run ``backend`` on every split and compare with the float logits."""
-    splits = {d.name: compare_split(d.labels01, reference[d.name], backend.logits(d.pixels), operating_points) for d in data}
+    """Compare an artifact's logits on every split with the float logits."""
+    splits = {d.name: compare_split(d.labels01, reference[d.name], outputs[d.name], operating_points) for d in data}
     failures = drift_failures(splits, limits) if limits is not None else []
     return {"limits": None if limits is None else limits.to_dict(), "splits": splits,
             "passed": not failures, "failures": failures}

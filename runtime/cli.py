@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 from collections.abc import Callable
 
 from .errors import InceptionEdgeError, first_line
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the toolkit's error contract: a usage mistake is one line on stderr and exit 2.
+
+    (argparse's default prints the whole usage block first; the usage stays one ``--help`` away.)
+    """
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def setup_logging() -> None:

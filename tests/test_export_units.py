@@ -45,7 +45,15 @@ def test_configs_round_trip_and_name_their_artifacts():
     assert OnnxExportConfig.from_dict(o.to_dict()) == o
     assert (o.fp32_name, o.int8_name) == ("model_fp32.onnx", "model_int8_x86.onnx")
     assert OnnxExportConfig(model="m").int8_name == "model_int8.onnx"
-    assert OnnxExportConfig(model="m", calibration_method="entropy").int8_name == "model_int8_entropy.onnx"
+    assert OnnxExportConfig(model="m", calibration_method="minmax").int8_name == "model_int8_minmax.onnx"
+
+
+def test_calibration_stride_divides_and_bounds_memory():
+    from export.onnx.convert import calibration_stride
+
+    assert calibration_stride(200, 75) == 200  # 200 x 4 MB fits the 1 GB budget
+    assert calibration_stride(200, 299) == 10  # ~64 MB per image: at most 15, and a divisor of 200
+    assert calibration_stride(199, 299) == 1  # a prime count still works, one image at a time
 
 
 @pytest.mark.parametrize("kwargs,flag", [

@@ -34,6 +34,7 @@ def test_runtime_imports_and_computes_with_tensorflow_absent():
         "for name in ('tensorflow', 'keras', 'tf2onnx', 'onnx'):\n"
         "    sys.modules[name] = None  # any import of them now raises ImportError\n"
         "import numpy as np, runtime, runtime.metrics, runtime.datasets, runtime.images, runtime.fileio, runtime.cli, runtime.errors\n"
+        "import runtime.backends, runtime.artifact_metadata\n"
         "x = runtime.images.to_model_pixels(np.zeros((2, 28, 28), np.uint8), 75, None)\n"
         "print(x.shape, runtime.metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.4])))\n"
     )
@@ -47,3 +48,12 @@ def test_stage_packages_import_tensorflow_lazily():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False False"
+
+
+def test_export_imports_converters_lazily():
+    code = ("import sys, export, export.config, export.calibration, export.verify, export.session, export.metadata, "
+            "export.publish, export.tflite, export.tflite.__main__, export.onnx, export.onnx.__main__, benchmarks.export_speed\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import run_cli
+from runtime.cli import Parser, run_cli
 
 from .config import FINE_TUNE_BLOCKS, TrainConfig
 
@@ -14,7 +14,7 @@ EXAMPLE = "example: python -m train --data ../shared/data/pneumoniamnist_balance
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m train",
         description="Train InceptionV3 (frozen base, GlobalAveragePooling2D, Dense(1) logit) on class-balanced "
                     "image arrays; write a SavedModel that takes raw 0-255 RGB pixels, a model card and the config.",

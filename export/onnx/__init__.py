@@ -7,20 +7,24 @@ the int8 model is built from it; both are then verified and published like every
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from runtime.backends import open_backend
 from runtime.errors import ExportError
+from runtime.fileio import sha256_file
 
 from ..config import OnnxExportConfig
 from ..metadata import build_metadata, embed_onnx
-from ..publish import staged_file
+from ..publish import sidecar_path, staged_file
 from ..session import ExportResult, ExportSession
+from ..source import open_model_dir
 
 log = logging.getLogger("export")
 
@@ -30,30 +34,36 @@ ACTIVATION_TYPE = {"pi": "int8", "x86": "uint8"}  # ARM's int8 kernels favour si
 
 
 def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
-    """Write ``model_fp32.onnx`` and the int8 model for ``cfg.target``; return both results."""
+    """Write ``model_fp32.onnx`` and the int8 model for ``cfg.target``; return both results.
+
+    An fp32 model already published from the same SavedModel (checked by sha256) is reused
+    rather than refused, so exporting a second target needs no ``--overwrite``.
+    """
     import onnx
 
     from . import convert
 
-    session = ExportSession.open(cfg, [cfg.fp32_name, cfg.int8_name], needs_calibration=True)
+    source = open_model_dir(cfg.model)
+    fp32_dest = Path(cfg.out or source.directory) / cfg.fp32_name
+    reused = None if cfg.overwrite else reusable_fp32(fp32_dest, source.card, cfg.opset)
+    names = [cfg.int8_name] if reused else [cfg.fp32_name, cfg.int8_name]
+    session = ExportSession.open(cfg, names, needs_calibration=True)
     calibration = session.calibration()
-    fp32_dest, int8_dest = session.out_dir / cfg.fp32_name, session.out_dir / cfg.int8_name
-    with tempfile.TemporaryDirectory(prefix=".onnx-export-", dir=session.out_dir if session.out_dir.exists() else None) as tmp:
+    int8_dest = session.out_dir / cfg.int8_name
+    results = []
+    with tempfile.TemporaryDirectory(prefix="inception-edge-onnx-") as tmp:  # scratch (~3x the model) outside the destination
         work = Path(tmp)
-        start = time.perf_counter()
-        raw = work / "tf2onnx.onnx"
-        model = convert.saved_model_to_onnx(session.source.saved_model, raw, cfg.opset)
-        fp32_seconds = round(time.perf_counter() - start, 2)
-        fp32_meta = build_metadata(session.source, {"format": "onnx", "precision": "fp32", "opset": cfg.opset},
-                                   {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, None)
-        embed_onnx(model, fp32_meta)
-        fp32_check = work / "model_fp32.onnx"
-        onnx.save(model, str(fp32_check))
-        numerical = check_fp32(session, fp32_check, cfg.max_fp32_delta)
+        if reused:
+            log.info("reusing %s (same SavedModel, checksum verified)", fp32_dest)
+            fp32_file = fp32_dest
+            results.append(reused)
+        else:
+            fp32_file = work / cfg.fp32_name
+            results.append(_export_fp32(session, cfg, fp32_file, fp32_dest))
 
         start = time.perf_counter()
         int8_raw = work / "int8.onnx"
-        settings = convert.quantize_int8(fp32_check, int8_raw, calibration.pixels, ACTIVATION_TYPE[cfg.target],
+        settings = convert.quantize_int8(fp32_file, int8_raw, calibration.pixels, ACTIVATION_TYPE[cfg.target],
                                          cfg.calibration_method, work)
         int8_seconds = round(time.perf_counter() - start, 2)
         int8_model = onnx.load(str(int8_raw))
@@ -61,27 +71,56 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
                                                     "target": cfg.target, "quantization": settings},
                                    {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)
         embed_onnx(int8_model, int8_meta)
-
-        results = []
-        with staged_file(fp32_dest) as staged:
-            staged.write_bytes(model.SerializeToString())
-            results.append(session.verify_and_publish(staged, fp32_dest, fp32_meta,
-                                                      {"numerical_check": numerical, "convert_seconds": fp32_seconds}))
         with staged_file(int8_dest) as staged:
             staged.write_bytes(int8_model.SerializeToString())
             results.append(session.verify_and_publish(staged, int8_dest, int8_meta, {"convert_seconds": int8_seconds}))
     return results
 
 
-def check_fp32(session: ExportSession, path: Path, max_delta: float) -> dict[str, float | int]:
+def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, destination: Path) -> ExportResult:
+    """tf2onnx, metadata, the numerical check against the SavedModel, then verification and publishing."""
+    import onnx
+
+    from . import convert
+
+    start = time.perf_counter()
+    model = convert.saved_model_to_onnx(session.source.saved_model, scratch.with_suffix(".raw.onnx"), cfg.opset)
+    seconds = round(time.perf_counter() - start, 2)
+    meta = build_metadata(session.source, {"format": "onnx", "precision": "fp32", "opset": cfg.opset},
+                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, None)
+    embed_onnx(model, meta)
+    onnx.save(model, str(scratch))
+    numerical, outputs = check_fp32(session, scratch, cfg.max_fp32_delta)
+    with staged_file(destination) as staged:
+        shutil.copyfile(scratch, staged)  # the very bytes the numerical check ran
+        return session.verify_and_publish(staged, destination, meta, {"numerical_check": numerical, "convert_seconds": seconds},
+                                          outputs=outputs)
+
+
+def reusable_fp32(path: Path, card: dict[str, Any], opset: int) -> ExportResult | None:
+    """The published fp32 model at ``path`` if it is intact and was made from this SavedModel at ``opset``."""
+    try:
+        sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    meta = sidecar.get("metadata") or {}
+    if (not path.is_file() or sidecar.get("sha256") != sha256_file(path)
+            or (meta.get("source") or {}).get("saved_model_sha256") != card.get("saved_model_sha256")
+            or (meta.get("artifact") or {}).get("opset") != opset or not (sidecar.get("verification") or {}).get("passed")):
+        return None
+    return ExportResult(path, sidecar)
+
+
+def check_fp32(session: ExportSession, path: Path, max_delta: float
+               ) -> tuple[dict[str, float | int], tuple[dict[str, np.ndarray], str]]:
     """The conversion proof: fp32 ONNX logits vs SavedModel logits on every verification image."""
-    backend = open_backend(path, threads=session.cfg.threads)
+    outputs = session.artifact_logits(path)
     reference = session.reference()
-    deltas = np.concatenate([np.abs(backend.logits(d.pixels) - reference[d.name]) for d in session.verify_data()])
+    deltas = np.concatenate([np.abs(outputs[0][name] - reference[name]) for name in reference])
     result = {"images": int(deltas.size), "max_abs_delta_logit": float(deltas.max()),
               "mean_abs_delta_logit": float(deltas.mean()), "limit": max_delta}
     log.info("fp32 ONNX vs SavedModel on %d images: max |delta logit| %.3g (limit %g)", deltas.size, deltas.max(), max_delta)
     if not deltas.max() <= max_delta:
         raise ExportError(f"{path.name}: tf2onnx output differs from the SavedModel by up to {deltas.max():.3g} in logit "
                           f"on {deltas.size} images; expected <= {max_delta} (--max-fp32-delta)")
-    return result
+    return result, outputs

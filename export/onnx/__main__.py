@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import run_cli
+from runtime.cli import Parser, run_cli
 
 from ..cli import add_common_arguments, common_config, print_result
 from ..config import CALIBRATION_METHODS, MIN_OPSET, ONNX_TARGETS, OnnxExportConfig
@@ -16,7 +16,7 @@ EXAMPLE = ("example: python -m export.onnx --model runs/pneumonia75   # writes m
 
 def build_parser() -> argparse.ArgumentParser:
     d = OnnxExportConfig.__dataclass_fields__
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m export.onnx",
         description="Convert a trained model to fp32 ONNX with tf2onnx (checked against the SavedModel's logits on real "
                     "images), then to int8 ONNX (QDQ, per-channel int8 weights) by onnxruntime static quantization on a "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import run_cli
+from runtime.cli import Parser, run_cli
 
 from ..cli import add_common_arguments, common_config, print_result
 from ..config import TFLITE_INPUT_TYPES, TFLITE_MODES, TFLiteExportConfig
@@ -14,7 +14,7 @@ EXAMPLE = "example: python -m export.tflite --model runs/pneumonia75   # writes 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m export.tflite",
         description="Convert a trained model to TFLite (full-integer int8 by default: int8 kernels only, per-channel "
                     "weights, raw uint8 pixels in), calibrated on a class-balanced sample of its training images, then "

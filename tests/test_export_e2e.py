@@ -1,0 +1,223 @@
+"""Exports of the issue's reference model (seed 0, 75x75, --weights none), checked independently.
+
+The checks here do not trust the export's own report: they load the artifacts with
+ai-edge-litert and onnxruntime directly, compute the numbers with scikit-learn, and compare.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from conftest import ROOT
+from export.config import OnnxExportConfig, TFLiteExportConfig
+from runtime.artifact_metadata import read_artifact_metadata
+from runtime.datasets import binary_labels, iter_pixel_batches, load_dataset
+from runtime.fileio import sha256_file
+
+
+@pytest.fixture(scope="module")
+def model_dir(trained75, tmp_path_factory):
+    """A private copy of the trained model, so exports written into it do not touch other tests."""
+    _, result = trained75
+    target = tmp_path_factory.mktemp("export") / "pneumonia75"
+    shutil.copytree(result.out, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def tflite_result(model_dir):
+    from export.tflite import export_tflite
+
+    return export_tflite(TFLiteExportConfig(model=str(model_dir)))
+
+
+@pytest.fixture(scope="module")
+def onnx_results(model_dir):
+    from export.onnx import export_onnx
+
+    return export_onnx(OnnxExportConfig(model=str(model_dir), target="x86"))
+
+
+@pytest.fixture(scope="module")
+def test_split(shared_data):
+    test = load_dataset(shared_data).splits["test"]
+    pixels = np.concatenate(list(iter_pixel_batches(test, np.arange(len(test)), 64, 75, None)))
+    return pixels, binary_labels(test, 1)
+
+
+def _card(model_dir):
+    return json.loads((model_dir / "model_card.json").read_text())
+
+
+def _saved_model_logits(model_dir, pixels):
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(model_dir / "saved_model"))
+    return np.concatenate([np.asarray(loaded.serve(tf.constant(pixels[i:i + 100]))).reshape(-1) for i in range(0, len(pixels), 100)])
+
+
+def _check_report_against(report, labels, float_logits, artifact_logits, card):
+    """The report's test-split numbers must equal scikit-learn's on the raw outputs."""
+    row = report["splits"]["test"]
+    p_float, p_art = 1 / (1 + np.exp(-float_logits)), 1 / (1 + np.exp(-artifact_logits))
+    assert row["auc"]["artifact"] == pytest.approx(roc_auc_score(labels, p_art), abs=1e-12)
+    assert row["auc"]["float"] == pytest.approx(roc_auc_score(labels, p_float), abs=1e-12)
+    for point in card["operating_points"]:
+        t = point["threshold"]
+        got = row["operating_points"][point["name"]]
+        pos = p_art >= t
+        assert got["artifact"]["sensitivity"] == pytest.approx(pos[labels == 1].mean(), abs=1e-12)
+        assert got["artifact"]["specificity"] == pytest.approx((~pos[labels == 0]).mean(), abs=1e-12)
+        assert got["agreement"] == pytest.approx(np.mean(pos == (p_float >= t)), abs=1e-12)
+
+
+def test_int8_tflite_is_integer_only_takes_raw_uint8_and_stays_within_default_drift(tflite_result, model_dir, test_split):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    path = model_dir / "model_int8.tflite"
+    assert tflite_result.path == path and path.is_file()
+    interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # raw pixels, no float maths before the model
+    assert out["dtype"] == np.int8
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    kinds = set()
+    for op in interpreter._get_ops_details():
+        dtypes = {tensors[i]["dtype"] for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0}
+        assert dtypes <= {np.int8, np.uint8, np.int32}, (op["op_name"], dtypes)
+        kinds.add(op["op_name"])
+    assert {"CONV_2D", "CONCATENATION", "MEAN", "FULLY_CONNECTED"} <= kinds and "DEQUANTIZE" not in kinds
+    report = tflite_result.verification
+    assert report["passed"] and report["failures"] == [] and set(report["splits"]) == {"val", "test"}
+
+    pixels, labels = test_split
+    raw = pixels.astype(np.uint8)
+    assert np.array_equal(raw, pixels)  # uint8 sources give integer pixels: the uint8 input is exact
+    # The numbers come from the interpreter as users get it: default delegates (XNNPACK), whose int8 kernels
+    # round slightly differently from the builtin ones inspected above.
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    scale, zero = out["quantization"]
+    logits = []
+    for image in raw:
+        interpreter.set_tensor(inp["index"], image[None])
+        interpreter.invoke()
+        logits.append((float(interpreter.get_tensor(out["index"]).reshape(-1)[0]) - zero) * scale)
+    _check_report_against(report, labels, _saved_model_logits(model_dir, pixels), np.array(logits), _card(model_dir))
+
+
+def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, model_dir):
+    path = model_dir / "model_int8.tflite"
+    sidecar = json.loads((model_dir / "model_int8.tflite.json").read_text())
+    meta = read_artifact_metadata(path)
+    card = _card(model_dir)
+    assert meta == sidecar["metadata"] == tflite_result.sidecar["metadata"]
+    assert sidecar["sha256"] == sha256_file(path) and sidecar["bytes"] == path.stat().st_size
+    assert meta["class_names"] == ["normal", "pneumonia"] and meta["positive_label"] == 1 and meta["image_size"] == 75
+    assert meta["input"]["dtype"] == "uint8" and meta["input"]["quantization"]["scale"] == 1.0
+    assert [p["threshold"] for p in meta["operating_points"]] == [p["threshold"] for p in card["operating_points"]]
+    assert [p["logit_threshold"] for p in meta["operating_points"]] == [p["logit_threshold"] for p in card["operating_points"]]
+    assert meta["source"]["saved_model_sha256"] == card["saved_model_sha256"]
+    assert meta["calibration"]["size"] == 200 and meta["calibration"]["class_counts"] == {"negative": 100, "positive": 100}
+    assert {"tensorflow", "ai-edge-litert", "inception-edge"} <= set(meta["versions"])
+    assert TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"}) == \
+        TFLiteExportConfig(model=str(model_dir))
+
+
+def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_default_drift(onnx_results, model_dir, test_split):
+    import onnxruntime as ort
+
+    fp32, int8 = onnx_results
+    assert (fp32.path.name, int8.path.name) == ("model_fp32.onnx", "model_int8_x86.onnx")
+    check = fp32.sidecar["numerical_check"]
+    assert check["images"] == 270 + 468 and check["max_abs_delta_logit"] <= 1e-3
+    pixels, labels = test_split
+    reference = _saved_model_logits(model_dir, pixels)
+    session = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "pixels" and session.get_outputs()[0].name == "logit"
+    fp32_logits = session.run(None, {"pixels": pixels})[0].reshape(-1)
+    assert np.abs(fp32_logits - reference).max() <= 1e-3
+    assert int8.verification["passed"], int8.verification["failures"]
+    q = ort.InferenceSession(str(int8.path), providers=["CPUExecutionProvider"])
+    int8_logits = q.run(None, {"pixels": pixels})[0].reshape(-1).astype(np.float64)
+    _check_report_against(int8.verification, labels, reference, int8_logits, _card(model_dir))
+    ops = {n.op_type for n in __import__("onnx").load(str(int8.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+
+
+def test_one_calibration_sample_serves_both_formats(tflite_result, onnx_results, model_dir):
+    tflite_cal = read_artifact_metadata(model_dir / "model_int8.tflite")["calibration"]
+    onnx_cal = read_artifact_metadata(model_dir / "model_int8_x86.onnx")["calibration"]
+    assert tflite_cal == onnx_cal
+    assert read_artifact_metadata(model_dir / "model_fp32.onnx")["calibration"] is None
+    labels = binary_labels(load_dataset(ROOT.parent / "shared" / "data" / "pneumoniamnist_balanced.npz").splits["train"], 1)
+    idx = np.array(tflite_cal["indices"])
+    assert (labels[idx] == 1).sum() == 100 and idx.max() > 1214  # drawn from both halves of the label-sorted arrays
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_cli_refuses_to_overwrite_and_reports_bad_input_in_one_line(tflite_result, model_dir, tmp_path):
+    cases = [
+        (["export.tflite", "--model", str(model_dir)], "model_int8.tflite: already exists; pass --overwrite"),
+        (["export.tflite", "--model", str(tmp_path / "nope")], "no such model directory"),
+        (["export.tflite", "--model", str(tmp_path)], "no model card"),
+        (["export.onnx", "--model", str(model_dir), "--out", str(tmp_path), "--calibration-size", "5000"],
+         "--calibration-size 5000: larger than the 2428 images"),
+        (["export.onnx", "--model", str(model_dir), "--target", "arm"], "invalid choice: 'arm'"),
+        (["export.tflite", "--model", str(model_dir), "--out", str(tmp_path), "--max-drift", "auc=big"], "--max-drift"),
+    ]
+    for argv, message in cases:
+        proc = _cli(*argv)
+        lines = [line for line in proc.stderr.splitlines() if not line[:2].isdigit()]
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert len(lines) == 1 and message in lines[0], (argv, lines)
+    assert list(tmp_path.iterdir()) == []
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken, ignore=shutil.ignore_patterns("saved_model", "*.tflite*", "*.onnx*"))
+    proc = _cli("export.tflite", "--model", str(broken))
+    assert proc.returncode == 2 and "not a SavedModel" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_drift_beyond_limits_exits_3_and_keeps_the_previous_artifact(tflite_result, model_dir):
+    path = model_dir / "model_int8.tflite"
+    before = sha256_file(path)
+    proc = _cli("export.tflite", "--model", str(model_dir), "--overwrite", "--max-drift", "agreement=1.0,auc=0")
+    assert proc.returncode == 3, proc.stderr
+    assert "model_int8.tflite: drift beyond --max-drift, not written" in proc.stderr.strip().splitlines()[-1]
+    assert sha256_file(path) == before
+    rejected = json.loads((model_dir / "model_int8.tflite.rejected.json").read_text())
+    assert rejected["verification"]["failures"] and not rejected["verification"]["passed"]
+
+
+@pytest.mark.parametrize("kill_after", ["staged", "converting"])
+def test_a_killed_export_leaves_no_partial_file(model_dir, tmp_path, kill_after):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model_int8.tflite").write_bytes(b"previous artifact")
+    proc = subprocess.Popen([sys.executable, "-m", "export.tflite", "--model", str(model_dir), "--out", str(out), "--overwrite"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        staged = [p for p in out.iterdir() if p.name.startswith(".model_int8")]
+        if kill_after == "converting" or staged:
+            if kill_after == "converting":
+                time.sleep(8)  # inside TensorFlow's converter
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "model_int8.tflite").read_bytes() == b"previous artifact"
+    assert not (out / "model_int8.tflite.json").exists()
