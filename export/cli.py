@@ -27,6 +27,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="images in the calibration sample (the TensorFlow guide advises 100-500)")
     c.add_argument("--calibration-seed", type=int, default=d["calibration_seed"].default, help="seed of the class-balanced draw")
     c.add_argument("--max-drift", default="sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98", help=DRIFT_HELP)
+    c.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="int8: keep the converter's output as is instead of removing the mean logit shift that int8 "
+                        "rounding adds (measured on the calibration images)")
     c.add_argument("--threads", type=int, default=None, help="threads for verification (default: every core)")
 
 
@@ -34,7 +37,7 @@ def common_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "out": args.out, "overwrite": args.overwrite, "data": args.data,
             "calibration_data": args.calibration_data, "calibration_size": args.calibration_size,
             "calibration_seed": args.calibration_seed, "max_drift": DriftLimits.parse(args.max_drift),
-            "threads": args.threads}
+            "threads": args.threads, "bias_correction": args.bias_correction}
 
 
 def print_result(result: ExportResult) -> None:

@@ -51,6 +51,7 @@ class ExportSession:
     _calibration: CalibrationSample | None = None
     _verify_data: list[LabelledPixels] | None = None
     _reference: dict[str, np.ndarray] | None = None
+    _calibration_reference: np.ndarray | None = None
     results: list[ExportResult] = field(default_factory=list)
 
     @classmethod
@@ -92,6 +93,24 @@ class ExportSession:
             log.info("float reference: %s images in %.1f s", {k: v.size for k, v in self._reference.items()},
                      time.perf_counter() - start)
         return self._reference
+
+    def calibration_reference(self) -> np.ndarray:
+        """Float SavedModel logits on the calibration images (for bias correction), computed once."""
+        if self._calibration_reference is None:
+            pixels = self.calibration().pixels
+            data = [LabelledPixels("calibration", pixels, np.zeros(len(pixels), dtype=np.int64))]
+            self._calibration_reference = saved_model_logits(str(self.source.saved_model), data)["calibration"]
+        return self._calibration_reference
+
+    def logit_shift(self, path: Path) -> dict[str, float | int]:
+        """Mean (artifact - float) logit over the calibration images: the bias int8 rounding adds.
+
+        Measured on the calibration sample only, never on val or test, so the verification that
+        follows stays an honest held-out check.
+        """
+        backend = open_backend(path, threads=self.cfg.threads)
+        delta = backend.logits(self.calibration().pixels) - self.calibration_reference()
+        return {"images": int(delta.size), "mean_delta_logit": float(delta.mean()), "std_delta_logit": float(delta.std())}
 
     def artifact_logits(self, path: Path) -> tuple[dict[str, np.ndarray], str]:
         """The artifact's logits on every verification split, and the backend package that ran it."""

@@ -129,6 +129,9 @@ def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, mode
     assert [p["logit_threshold"] for p in meta["operating_points"]] == [p["logit_threshold"] for p in card["operating_points"]]
     assert meta["source"]["saved_model_sha256"] == card["saved_model_sha256"]
     assert meta["calibration"]["size"] == 200 and meta["calibration"]["class_counts"] == {"negative": 100, "positive": 100}
+    correction = meta["artifact"]["bias_correction"]
+    assert correction["applied"] and correction["images"] == 200
+    assert abs(correction["logit_shift"] + correction["mean_delta_logit"]) < 1e-4  # removed, to an int32 bias step
     assert {"tensorflow", "ai-edge-litert", "inception-edge"} <= set(meta["versions"])
     assert TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"}) == \
         TFLiteExportConfig(model=str(model_dir))
@@ -151,6 +154,8 @@ def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_default_drift(o
     q = ort.InferenceSession(str(int8.path), providers=["CPUExecutionProvider"])
     int8_logits = q.run(None, {"pixels": pixels})[0].reshape(-1).astype(np.float64)
     _check_report_against(int8.verification, labels, reference, int8_logits, _card(model_dir))
+    correction = read_artifact_metadata(int8.path)["artifact"]["quantization"]["bias_correction"]
+    assert correction["applied"] and correction["logit_shift"] == pytest.approx(-correction["mean_delta_logit"], abs=1e-6)
     ops = {n.op_type for n in __import__("onnx").load(str(int8.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
 
@@ -178,6 +183,11 @@ def test_cli_refuses_to_overwrite_and_reports_bad_input_in_one_line(tflite_resul
          "--calibration-size 5000: larger than the 2428 images"),
         (["export.onnx", "--model", str(model_dir), "--target", "arm"], "invalid choice: 'arm'"),
         (["export.tflite", "--model", str(model_dir), "--out", str(tmp_path), "--max-drift", "auc=big"], "--max-drift"),
+        (["export.tflite", "--model", str(model_dir), "--mode", "int4"], "invalid choice: 'int4'"),
+        (["export.tflite", "--model", str(model_dir), "--out", str(model_dir / "model_card.json" / "sub")],
+         "model_card.json is not a writable directory"),
+        (["export.onnx", "--model", str(model_dir), "--out", str(tmp_path), "--calibration-data", str(model_dir / "model_card.json")],
+         "model_card.json: unsupported file type '.json'"),
     ]
     for argv, message in cases:
         proc = _cli(*argv)
@@ -221,3 +231,15 @@ def test_a_killed_export_leaves_no_partial_file(model_dir, tmp_path, kill_after)
     proc.wait()
     assert (out / "model_int8.tflite").read_bytes() == b"previous artifact"
     assert not (out / "model_int8.tflite.json").exists()
+
+
+def test_int8_input_variant_is_the_same_model_fed_pixel_minus_128(tflite_result, model_dir, tmp_path):
+    from export.tflite import export_tflite
+
+    result = export_tflite(TFLiteExportConfig(model=str(model_dir), out=str(tmp_path), input_type="int8", max_drift=None))
+    assert result.path.name == "model_int8_int8input.tflite"
+    meta = read_artifact_metadata(result.path)
+    assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"]["zero_point"] == -128
+    for split, row in result.verification["splits"].items():
+        # same calibration, same graph, exact input either way: identical decisions and AUC
+        assert row == tflite_result.verification["splits"][split]

@@ -67,6 +67,11 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
                                          cfg.calibration_method, work)
         int8_seconds = round(time.perf_counter() - start, 2)
         int8_model = onnx.load(str(int8_raw))
+        if cfg.bias_correction:
+            measured = session.logit_shift(int8_raw)
+            settings["bias_correction"] = {**measured, **convert.shift_output(int8_model, -measured["mean_delta_logit"])}
+            log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images", measured["mean_delta_logit"],
+                     measured["images"])
         int8_meta = build_metadata(session.source, {"format": "onnx", "precision": "int8", "opset": cfg.opset,
                                                     "target": cfg.target, "quantization": settings},
                                    {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)

@@ -165,3 +165,16 @@ def quantize_int8(fp32_path: Path, destination: Path, calibration: np.ndarray, a
     return {"format": "QDQ", "per_channel": True, "weight_type": "int8", "activation_type": activation_type,
             "calibration_method": method, "percentile": PERCENTILE if method == "percentile" else None,
             "calibration_chunk": stride, "concat_shared_ranges": len(overrides)}
+
+
+def shift_output(model: Any, shift: float) -> dict[str, Any]:
+    """Add ``shift`` to the ``logit`` output with one final Add (a float op after the last DequantizeLinear)."""
+    from onnx import helper, numpy_helper
+
+    inner = OUTPUT_NAME + "_before_bias_correction"
+    for node in model.graph.node:
+        node.output[:] = [inner if o == OUTPUT_NAME else o for o in node.output]
+    constant = OUTPUT_NAME + "_bias_correction"
+    model.graph.initializer.append(numpy_helper.from_array(np.array([shift], dtype=np.float32), constant))
+    model.graph.node.append(helper.make_node("Add", [inner, constant], [OUTPUT_NAME], name="bias_correction"))
+    return {"applied": True, "logit_shift": float(np.float32(shift))}

@@ -6,6 +6,7 @@ Library entry point :func:`export_tflite`; ``python -m export.tflite`` is a thin
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,10 +38,14 @@ def export_tflite(cfg: TFLiteExportConfig) -> ExportResult:
             raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
     else:
         input_spec = {"dtype": "float32", "quantization": None}
+    correction = None
+    if cfg.mode == "int8" and cfg.bias_correction:
+        correction = _correct_bias(session, model, cfg.artifact_name)
     seconds = round(time.perf_counter() - start, 2)
     precision = {"int8": "int8 weights and activations (per-channel weights)",
                  "float16": "float16 weights, float32 compute", "dynamic": "int8 weights, float activations"}[cfg.mode]
-    metadata = build_metadata(session.source, {"format": "tflite", "mode": cfg.mode, "precision": precision},
+    metadata = build_metadata(session.source, {"format": "tflite", "mode": cfg.mode, "precision": precision,
+                                               "bias_correction": correction},
                               input_spec, None if calibration is None else calibration.record)
     embed_tflite(model, metadata)
     destination = session.out_dir / cfg.artifact_name
@@ -49,6 +54,20 @@ def export_tflite(cfg: TFLiteExportConfig) -> ExportResult:
         log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, seconds, staged.stat().st_size / 1e6)
         return session.verify_and_publish(staged, destination, metadata,
                                           {"kernels": convert.kernel_inventory(model), "convert_seconds": seconds})
+
+
+def _correct_bias(session: ExportSession, model: object, name: str) -> dict[str, object]:
+    """Measure the int8 model's mean logit shift on the calibration images and remove it from the output bias."""
+    from . import convert
+
+    with tempfile.TemporaryDirectory(prefix="inception-edge-tflite-") as tmp:
+        probe = Path(tmp) / name
+        probe.write_bytes(convert.write_model(model))
+        measured = session.logit_shift(probe)
+    done = convert.shift_output_bias(model, -measured["mean_delta_logit"])
+    log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images; output bias shifted by %+.4f",
+             measured["mean_delta_logit"], measured["images"], done.get("logit_shift", 0.0))
+    return {**measured, **done}
 
 
 def artifact_path(cfg: TFLiteExportConfig) -> Path:

@@ -155,3 +155,23 @@ def pin_input_quantization(model: Any, input_type: str) -> dict[str, Any]:
         _set_quant(graph.tensors[scaled], 1.0, -128)
     return {"pinned": True, "scale": 1.0, "zero_point": zero, "calibrated_scale": old_scale,
             "calibrated_zero_point": old_zero}
+
+
+def shift_output_bias(model: Any, shift: float) -> dict[str, Any]:
+    """Add ``shift`` to the logit by adjusting the int32 bias of the FULLY_CONNECTED that produces it.
+
+    Keeps the model integer-only (no extra op). Returns what was done, for the metadata.
+    """
+    graph = model.subgraphs[0]
+    (output_index,) = graph.outputs
+    producer = next((op for op in graph.operators if output_index in op.outputs), None)
+    if producer is None or _op_name(model, producer) != "FULLY_CONNECTED" or len(producer.inputs) < 3 or producer.inputs[2] < 0:
+        log.warning("bias correction skipped: the logit is not produced by a FULLY_CONNECTED with a bias")
+        return {"applied": False}
+    bias = graph.tensors[producer.inputs[2]]
+    buffer = model.buffers[bias.buffer]
+    (scale,) = np.asarray(bias.quantization.scale, dtype=np.float64)[:1]
+    values = np.frombuffer(bytes(buffer.data), dtype="<i4").astype(np.int64)
+    steps = int(np.rint(shift / scale))
+    buffer.data = np.frombuffer((values + steps).astype("<i4").tobytes(), dtype=np.uint8)
+    return {"applied": True, "logit_shift": steps * float(scale)}
