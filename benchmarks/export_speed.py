@@ -42,11 +42,11 @@ def time_one(path: Path, image_size: int, threads: int, runs: int, warmup: int) 
 
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        serve = tf.saved_model.load(str(path)).serve
+        loaded = tf.saved_model.load(str(path))  # keep the object: its variables die with it
         x = tf.constant(image.astype(np.float32))
 
         def infer() -> None:
-            serve(x).numpy()
+            loaded.serve(x).numpy()
     else:
         from runtime.backends import open_backend
 
