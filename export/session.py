@@ -17,14 +17,19 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import open_backend
-from runtime.datasets import Dataset, Split
-from runtime.errors import ConfigError
+from runtime.datasets import Dataset
 
 from .calibration import CalibrationSample, calibration_split, draw_calibration
 from .config import ExportConfig
 from .publish import check_destination, publish
 from .source import ModelSource, open_model_dir, open_training_data
-from .verify import LabelledPixels, artifact_logits, saved_model_logits, verification_splits, verify_artifact
+from .verify import (
+    LabelledPixels,
+    artifact_logits,
+    saved_model_logits,
+    verification_splits,
+    verify_artifact,
+)
 
 log = logging.getLogger("export")
 
@@ -47,7 +52,6 @@ class ExportSession:
     source: ModelSource
     out_dir: Path
     dataset: Dataset
-    _calibration_source: tuple[Split, np.ndarray | None] | None = None
     _calibration: CalibrationSample | None = None
     _verify_data: list[LabelledPixels] | None = None
     _reference: dict[str, np.ndarray] | None = None
@@ -61,22 +65,17 @@ class ExportSession:
         out_dir = Path(cfg.out) if cfg.out else source.directory
         check_destination(out_dir, artifact_names, cfg.overwrite)
         session = cls(cfg, source, out_dir, open_training_data(source, cfg.data))
-        if needs_calibration:
+        if needs_calibration:  # numpy and PIL only (about a second at 299x299), and it checks the size against the data
             split, labels = calibration_split(session.dataset.split("train"), cfg.calibration_data, source.positive_label)
-            if cfg.calibration_size > len(split):
-                raise ConfigError(f"--calibration-size {cfg.calibration_size}: larger than the {len(split)} images in {split.source}")
-            session._calibration_source = (split, labels)
+            session._calibration = draw_calibration(split, labels, cfg.calibration_size, cfg.calibration_seed,
+                                                    source.image_size, source.pixel_range)
+            log.info("calibration: %d images from %s (seed %d, %s)", cfg.calibration_size, split.source,
+                     cfg.calibration_seed, session._calibration.record["class_counts"])
         return session
 
     def calibration(self) -> CalibrationSample:
         if self._calibration is None:
-            if self._calibration_source is None:
-                raise RuntimeError("this export was opened without calibration")
-            split, labels = self._calibration_source
-            self._calibration = draw_calibration(split, labels, self.cfg.calibration_size, self.cfg.calibration_seed,
-                                                 self.source.image_size, self.source.pixel_range)
-            log.info("calibration: %d images from %s (seed %d, %s)", len(self._calibration), split.source,
-                     self.cfg.calibration_seed, self._calibration.record["class_counts"])
+            raise RuntimeError("this export was opened without calibration")
         return self._calibration
 
     def verify_data(self) -> list[LabelledPixels]:

@@ -86,18 +86,19 @@ class TFLiteBackend:
     """A TFLite interpreter behind a lock: one interpreter is not safe to call from two threads."""
 
     def __init__(self, path: Path, threads: int | None = None, package: str | None = None) -> None:
-        candidates = (package,) if package else TFLITE_PACKAGES
-        module, errors = None, []
-        for name in candidates:
-            try:
-                module = _import(name)
-                self.package = name
-                break
-            except BackendError as exc:
-                errors.append(str(exc))
-        if module is None:
-            raise BackendError(f"{path}: no TFLite interpreter installed; install ai-edge-litert (`pip install ai-edge-litert`) "
-                               f"or tflite-runtime")
+        if package:
+            module, self.package = _import(package), package
+        else:
+            module = None
+            for name in TFLITE_PACKAGES:
+                try:
+                    module, self.package = _import(name), name
+                    break
+                except BackendError:
+                    continue
+            if module is None:
+                raise BackendError(f"{path}: no TFLite interpreter installed; install ai-edge-litert (`pip install ai-edge-litert`) "
+                                   "or tflite-runtime")
         try:
             self._interpreter = module.Interpreter(model_path=str(path), num_threads=_cpu_threads(threads))
             self._interpreter.allocate_tensors()

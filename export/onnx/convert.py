@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +140,12 @@ def quantize_int8(fp32_path: Path, destination: Path, calibration: np.ndarray, a
     Two passes of ``quantize_static``: the first calibrates (in chunks) and caches the ranges,
     the second ties each Concat group to one range and writes the model.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.calibrate import load_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -68,8 +68,3 @@ def _correct_bias(session: ExportSession, model: object, name: str) -> dict[str,
     log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images; output bias shifted by %+.4f",
              measured["mean_delta_logit"], measured["images"], done.get("logit_shift", 0.0))
     return {**measured, **done}
-
-
-def artifact_path(cfg: TFLiteExportConfig) -> Path:
-    """Where :func:`export_tflite` writes for ``cfg`` (the model directory unless ``out`` is set)."""
-    return Path(cfg.out or cfg.model) / cfg.artifact_name
