@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +56,12 @@ class ExportSession:
     _verify_data: list[LabelledPixels] | None = None
     _reference: dict[str, np.ndarray] | None = None
     _calibration_reference: np.ndarray | None = None
-    results: list[ExportResult] = field(default_factory=list)
 
     @classmethod
-    def open(cls, cfg: ExportConfig, artifact_names: list[str], needs_calibration: bool) -> ExportSession:
+    def open(cls, cfg: ExportConfig, artifact_names: list[str], needs_calibration: bool,
+             source: ModelSource | None = None) -> ExportSession:
         """Every check that needs no TensorFlow, so mistakes fail in a second."""
-        source = open_model_dir(cfg.model)
+        source = source or open_model_dir(cfg.model)
         out_dir = Path(cfg.out) if cfg.out else source.directory
         check_destination(out_dir, artifact_names, cfg.overwrite)
         session = cls(cfg, source, out_dir, open_training_data(source, cfg.data))
@@ -132,9 +132,7 @@ class ExportSession:
         sidecar = {"metadata": metadata, "config": {"kind": self.cfg.kind, **self.cfg.to_dict()},
                    "verification": report, **(extra or {})}
         log.info("%s: %s", destination.name, summary_line(report))
-        result = ExportResult(destination, publish(staged, destination, sidecar))
-        self.results.append(result)
-        return result
+        return ExportResult(destination, publish(staged, destination, sidecar))
 
 
 def summary_line(report: dict[str, Any]) -> str:

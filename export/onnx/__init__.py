@@ -47,7 +47,7 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
     fp32_dest = Path(cfg.out or source.directory) / cfg.fp32_name
     reused = None if cfg.overwrite else reusable_fp32(fp32_dest, source.card, cfg.opset)
     names = [cfg.int8_name] if reused else [cfg.fp32_name, cfg.int8_name]
-    session = ExportSession.open(cfg, names, needs_calibration=True)
+    session = ExportSession.open(cfg, names, needs_calibration=True, source=source)
     calibration = session.calibration()
     int8_dest = session.out_dir / cfg.int8_name
     results = []
