@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from runtime.config_dicts import config_from_dict
 from runtime.errors import ConfigError
 
 TFLITE_MODES = ("int8", "float16", "dynamic")
@@ -105,11 +106,7 @@ class ExportConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ExportConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"{cls.kind} config: unknown keys {unknown}; expected only {sorted(known)}")
-        return cls(**raw)
+        return config_from_dict(cls, raw, cls.kind)
 
 
 @dataclass

@@ -8,10 +8,11 @@ wrong; each such default says why.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.config_dicts import config_from_dict
 from runtime.errors import ConfigError
 from runtime.images import MIN_IMAGE_SIZE, PixelRange
 
@@ -110,11 +111,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ConfigError(f"training config: unknown keys {unknown}; expected only {sorted(known)}")
-        return cls(**raw)
+        return config_from_dict(cls, raw, "training")
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
