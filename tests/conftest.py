@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,31 @@ def trained75(shared_data, tmp_path_factory):
     cfg = TrainConfig(data=str(shared_data), out=str(out), image_size=75, weights="none", seed=0,
                       class_names=("normal", "pneumonia"))
     return cfg, train(cfg)
+
+
+@pytest.fixture(scope="session")
+def model_dir(trained75, tmp_path_factory):
+    """A copy of the trained model, so exports written into it do not touch other tests."""
+    _, result = trained75
+    target = tmp_path_factory.mktemp("export") / "pneumonia75"
+    shutil.copytree(result.out, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tflite_result(model_dir):
+    from export.config import TFLiteExportConfig
+    from export.tflite import export_tflite
+
+    return export_tflite(TFLiteExportConfig(model=str(model_dir)))
+
+
+@pytest.fixture(scope="session")
+def onnx_results(model_dir):
+    from export.config import OnnxExportConfig
+    from export.onnx import export_onnx
+
+    return export_onnx(OnnxExportConfig(model=str(model_dir), target="x86"))
 
 
 def make_arrays(n_per_class: int = 12, size: int = 28, channels: int | None = None, dtype=np.uint8,

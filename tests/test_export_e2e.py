@@ -25,29 +25,6 @@ from runtime.fileio import sha256_file
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained75, tmp_path_factory):
-    """A private copy of the trained model, so exports written into it do not touch other tests."""
-    _, result = trained75
-    target = tmp_path_factory.mktemp("export") / "pneumonia75"
-    shutil.copytree(result.out, target)
-    return target
-
-
-@pytest.fixture(scope="module")
-def tflite_result(model_dir):
-    from export.tflite import export_tflite
-
-    return export_tflite(TFLiteExportConfig(model=str(model_dir)))
-
-
-@pytest.fixture(scope="module")
-def onnx_results(model_dir):
-    from export.onnx import export_onnx
-
-    return export_onnx(OnnxExportConfig(model=str(model_dir), target="x86"))
-
-
-@pytest.fixture(scope="module")
 def test_split(shared_data):
     test = load_dataset(shared_data).splits["test"]
     pixels = np.concatenate(list(iter_pixel_batches(test, np.arange(len(test)), 64, 75, None)))

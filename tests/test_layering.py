@@ -34,7 +34,7 @@ def test_runtime_imports_and_computes_with_tensorflow_absent():
         "for name in ('tensorflow', 'keras', 'tf2onnx', 'onnx'):\n"
         "    sys.modules[name] = None  # any import of them now raises ImportError\n"
         "import numpy as np, runtime, runtime.metrics, runtime.datasets, runtime.images, runtime.fileio, runtime.cli, runtime.errors\n"
-        "import runtime.backends, runtime.artifact_metadata\n"
+        "import runtime.backends, runtime.artifact_metadata, runtime.classifier, runtime.__main__\n"
         "x = runtime.images.to_model_pixels(np.zeros((2, 28, 28), np.uint8), 75, None)\n"
         "print(x.shape, runtime.metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.4])))\n"
     )

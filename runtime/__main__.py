@@ -1,0 +1,89 @@
+"""``python -m runtime``: predict with an exported model, or evaluate it on labelled data, without TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .backends import BACKENDS
+from .cli import Parser, run_cli
+
+EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png xray2.png\n"
+           "  python -m runtime eval runs/p75/model_int8.onnx --data ../shared/data/pneumoniamnist_balanced.npz")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="python -m runtime", description="Run a model exported by export/ (.tflite or .onnx) on a device: "
+               "numpy, pillow and one backend, never TensorFlow.", epilog=EXAMPLE,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("model", help="a .tflite or .onnx file written by python -m export.tflite / export.onnx")
+        q.add_argument("--operating-point", default="youden", help="decision threshold from the model card (youden, "
+                       "high_sensitivity, high_specificity)")
+        q.add_argument("--backend", default=None, choices=BACKENDS, help="force a backend (default: by suffix, "
+                       "ai-edge-litert before tflite-runtime)")
+        q.add_argument("--threads", type=int, default=None, help="inference threads (default: every core)")
+
+    pr = sub.add_parser("predict", help="classify image files")
+    common(pr)
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; grayscale or RGB, any size)")
+    pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    ev = sub.add_parser("eval", help="sensitivity, specificity and ROC AUC on a labelled dataset")
+    common(ev)
+    ev.add_argument("--data", required=True, help="a .npz or directory of .npy files (as for python -m train)")
+    ev.add_argument("--split", default="test", help="which split to evaluate")
+    ev.add_argument("--positive-label", type=int, default=None, help="label value of the positive class (default: the model's)")
+    ev.add_argument("--pixel-range", default=None, help="LOW,HIGH of float images; uint8 needs none")
+    return p
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+
+    clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads)
+    results = clf.predict(list(args.images))
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+        return
+    width = max(len(r.path or "") for r in results)
+    print(f"{'image':<{width}}  probability  label  (at {clf.operating_point}, p >= {clf.threshold:.4f})")
+    for r in results:
+        print(f"{r.path:<{width}}  {r.probability:11.4f}  {r.label}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from .classifier import Classifier
+    from .datasets import binary_labels, iter_pixel_batches, load_dataset
+    from .errors import DataError
+    from .metrics import binary_metrics, roc_auc, sigmoid
+
+    clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
+                     pixel_range=args.pixel_range)
+    dataset = load_dataset(args.data)
+    split = dataset.split(args.split)
+    if split is None:
+        raise DataError(f"{args.data}: no {args.split!r} split; it has {', '.join(dataset.splits)}")
+    positive = args.positive_label if args.positive_label is not None else int(clf.metadata["positive_label"])
+    y = binary_labels(split, positive)
+    logits = np.concatenate([clf.logits(b.astype(np.uint8) if split.images.dtype == np.uint8 else b)
+                             for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size, clf.pixel_range)])
+    prob = sigmoid(logits)
+    out = {"model": str(clf.path), "backend": clf.backend, "split": args.split, "n": int(y.size), "auc": roc_auc(y, prob)}
+    for name, threshold in clf.operating_points.items():
+        m = binary_metrics(y, prob, threshold)
+        out[name] = {"threshold": threshold, "sensitivity": m.sensitivity, "specificity": m.specificity, "accuracy": m.accuracy}
+    print(json.dumps(out, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: {"predict": _predict, "eval": _eval}[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The on-device classifier: an exported model file, its metadata, and decisions with labels.
+
+``Classifier("model_int8.tflite")`` reads the metadata embedded in the file, checks the file
+against the sha256 in its sidecar (``NAME.json``) when one is there, opens the backend the suffix
+calls for, and predicts from image files, PIL images or arrays of any size, one image or many.
+Images go through the same preparation as in training (``runtime.images.to_model_pixels``);
+the decision is ``probability >= threshold`` at the chosen operating point of the model card.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .artifact_metadata import read_artifact_metadata
+from .backends import Backend, open_backend
+from .errors import ConfigError, DataError, ModelFileError
+from .fileio import sha256_file
+from .images import PixelRange, check_pixels, to_model_pixels
+from .metrics import sigmoid
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+_PIL_TO_RGB = {"RGBA", "P", "LA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL converts to RGB without loss of meaning
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's result: the positive class's probability and the decision at the operating point."""
+
+    probability: float
+    logit: float
+    positive: bool
+    label: str
+    operating_point: str
+    threshold: float
+    path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def verify_sidecar(path: Path) -> bool:
+    """Check ``path`` against the sha256 in ``NAME.json``; True if checked, False if there is no sidecar."""
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        return False
+    try:
+        expected = json.loads(sidecar.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{sidecar}: unreadable sidecar ({exc}); expected the JSON written by the export") from None
+    actual = sha256_file(path)
+    if expected != actual:
+        raise ModelFileError(f"{path}: sha256 {actual[:12]}... does not match {expected and expected[:12]}... in {sidecar.name}; "
+                             "the file is corrupt or was replaced")
+    return True
+
+
+def _load_image(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in _PIL_TO_RGB:
+                img = img.convert("RGB")
+            if img.mode not in ("L", "RGB"):
+                raise DataError(f"{path}: image mode {img.mode} (16-bit or float); expected an 8-bit grayscale or RGB image")
+            return np.asarray(img)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such image file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+class Classifier:
+    """A binary classifier exported by ``export/``, ready to predict on a device."""
+
+    def __init__(self, model: str | Path, *, operating_point: str = "youden", backend: str | None = None,
+                 threads: int | None = None, pixel_range: str | None = None) -> None:
+        self.path = Path(model)
+        self.metadata = read_artifact_metadata(self.path)
+        self.checksum_verified = verify_sidecar(self.path)
+        try:
+            self.image_size = int(self.metadata["image_size"])
+            self.class_names = tuple(str(n) for n in self.metadata["class_names"])
+            points = {p["name"]: float(p["threshold"]) for p in self.metadata["operating_points"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{self.path}: embedded metadata lacks {exc}; expected image_size, class_names, operating_points") from None
+        if operating_point not in points:
+            raise ConfigError(f"--operating-point {operating_point!r}: expected one of {', '.join(points)} (from {self.path.name})")
+        self.operating_point, self.threshold = operating_point, points[operating_point]
+        self.operating_points = points
+        self.pixel_range = PixelRange.parse(pixel_range) if pixel_range else None
+        self._backend: Backend = open_backend(self.path, backend, threads)
+
+    @property
+    def backend(self) -> str:
+        return self._backend.package
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw logits for prepared pixels (the output of :meth:`pixels` or ``to_model_pixels``)."""
+        return self._backend.logits(pixels)
+
+    def pixels(self, image: ImageLike, source: str = "image") -> np.ndarray:
+        """One or more images as model input: (N, S, S, 3), uint8 for 8-bit sources, else float32 0-255."""
+        if isinstance(image, (str, Path)):
+            array, source = _load_image(Path(image)), str(image)
+            batch = array[None]
+        elif isinstance(image, Image.Image):
+            img = image.convert("RGB") if image.mode in _PIL_TO_RGB else image
+            if img.mode not in ("L", "RGB"):
+                raise DataError(f"{source}: PIL image mode {img.mode}; expected an 8-bit grayscale or RGB image")
+            batch = np.asarray(img)[None]
+        elif isinstance(image, np.ndarray):
+            batch = self._as_batch(image, source)
+        else:
+            raise DataError(f"{source}: {type(image).__name__}; expected a path, a PIL image or a numpy array")
+        if batch.shape[0] == 0:
+            raise DataError(f"{source}: empty batch; expected at least one image")
+        check_pixels(batch, None if batch.dtype == np.uint8 else self.pixel_range, source)
+        out = to_model_pixels(batch, self.image_size, self.pixel_range, source)
+        return out.astype(np.uint8) if batch.dtype == np.uint8 else out
+
+    @staticmethod
+    def _as_batch(array: np.ndarray, source: str) -> np.ndarray:
+        if array.dtype != np.uint8 and not np.issubdtype(array.dtype, np.floating):
+            raise DataError(f"{source}: array dtype {array.dtype}; expected uint8 or float pixels")
+        if array.ndim == 2:
+            return array[None]
+        if array.ndim == 3 and array.shape[-1] in (1, 3):
+            return array[None]  # one image, channels last
+        if array.ndim == 3 or (array.ndim == 4 and array.shape[-1] in (1, 3)):
+            return array
+        raise DataError(f"{source}: array shape {array.shape}; expected (H,W), (H,W,C), (N,H,W) or (N,H,W,C) with C 1 or 3")
+
+    def predict(self, images: ImageLike | Sequence[ImageLike]) -> list[Prediction]:
+        """Predictions for one image (a path, PIL image or array) or a list of them, in order."""
+        items: Iterable[ImageLike] = images if isinstance(images, (list, tuple)) else [images]
+        results: list[Prediction] = []
+        for i, item in enumerate(items):
+            path = str(item) if isinstance(item, (str, Path)) else None
+            logits = self._backend.logits(self.pixels(item, path or f"image {i}"))
+            results.extend(self._decide(float(z), path) for z in logits)
+        if not results:
+            raise DataError("empty batch; expected at least one image")
+        return results
+
+    def _decide(self, logit: float, path: str | None) -> Prediction:
+        probability = float(sigmoid(np.array([logit]))[0])
+        positive = probability >= self.threshold
+        return Prediction(probability, logit, positive, self.class_names[1 if positive else 0], self.operating_point,
+                          self.threshold, path)
