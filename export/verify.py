@@ -41,10 +41,8 @@ def verification_splits(splits: dict[str, Split], positive_label: int, image_siz
         split = splits.get(name)
         if split is None:
             continue
-        batches = iter_pixel_batches(split, np.arange(len(split)), 64, image_size, pixel_range)
-        if split.images.dtype == np.uint8:  # integer pixels stay exact in uint8
-            batches = (b.astype(np.uint8) for b in batches)
-        pixels = np.concatenate(list(batches))
+        pixels = np.concatenate(list(iter_pixel_batches(split, np.arange(len(split)), 64, image_size, pixel_range,
+                                                        keep_uint8=True)))
         out.append(LabelledPixels(name, pixels, binary_labels(split, positive_label)))
     return out
 

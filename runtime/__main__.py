@@ -70,8 +70,8 @@ def _eval(args: argparse.Namespace) -> None:
         raise DataError(f"{args.data}: no {args.split!r} split; it has {', '.join(dataset.splits)}")
     positive = args.positive_label if args.positive_label is not None else int(clf.metadata["positive_label"])
     y = binary_labels(split, positive)
-    logits = np.concatenate([clf.logits(b.astype(np.uint8) if split.images.dtype == np.uint8 else b)
-                             for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size, clf.pixel_range)])
+    logits = np.concatenate([clf.logits(b) for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size,
+                                                                        clf.pixel_range, keep_uint8=True)])
     prob = sigmoid(logits)
     out = {"model": str(clf.path), "backend": clf.backend, "split": args.split, "n": int(y.size), "auc": roc_auc(y, prob)}
     for name, threshold in clf.operating_points.items():

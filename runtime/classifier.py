@@ -122,8 +122,7 @@ class Classifier:
         if batch.shape[0] == 0:
             raise DataError(f"{source}: empty batch; expected at least one image")
         check_pixels(batch, None if batch.dtype == np.uint8 else self.pixel_range, source)
-        out = to_model_pixels(batch, self.image_size, self.pixel_range, source)
-        return out.astype(np.uint8) if batch.dtype == np.uint8 else out
+        return to_model_pixels(batch, self.image_size, self.pixel_range, source, keep_uint8=True)
 
     @staticmethod
     def _as_batch(array: np.ndarray, source: str) -> np.ndarray:

@@ -169,7 +169,7 @@ def negative_label(split: Split, positive_label: int) -> int:
 
 
 def iter_pixel_batches(split: Split, indices: Sequence[int] | np.ndarray, batch_size: int,
-                       image_size: int | None, pixel_range: PixelRange | None) -> Iterator[np.ndarray]:
+                       image_size: int | None, pixel_range: PixelRange | None, keep_uint8: bool = False) -> Iterator[np.ndarray]:
     """Yield float32 (B, S, S, 3) batches of ``split.images[indices]``, in the given order.
 
     Each batch reads only its own rows from a memory-mapped array, so memory stays flat.
@@ -180,4 +180,4 @@ def iter_pixel_batches(split: Split, indices: Sequence[int] | np.ndarray, batch_
         order = np.argsort(rows, kind="stable")  # sorted reads are sequential on disk
         raw = np.empty((rows.size,) + split.images.shape[1:], dtype=split.images.dtype)
         raw[order] = split.images[rows[order]]
-        yield to_model_pixels(raw, image_size, pixel_range, split.source)
+        yield to_model_pixels(raw, image_size, pixel_range, split.source, keep_uint8)

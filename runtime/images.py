@@ -79,12 +79,14 @@ def _as_channels_last(images: np.ndarray, source: str) -> np.ndarray:
 
 
 def to_model_pixels(images: np.ndarray, image_size: int | None, pixel_range: PixelRange | None,
-                    source: str = "images") -> np.ndarray:
+                    source: str = "images", keep_uint8: bool = False) -> np.ndarray:
     """Convert a batch to float32 RGB pixels in [0, 255] of shape (N, S, S, 3).
 
     ``image_size=None`` keeps the stored size. uint8 images are resized in uint8 (as a
     uint8-input int8 model will see them); float images are mapped from their declared range
     to [0, 255] and resized in float32. Grayscale is resized once, then replicated to RGB.
+    ``keep_uint8`` returns uint8 sources as uint8 (the same values, a quarter of the memory; what
+    an integer-input model takes as is).
     """
     batch = _as_channels_last(np.asarray(images), source)
     if batch.dtype != np.uint8:
@@ -95,7 +97,7 @@ def to_model_pixels(images: np.ndarray, image_size: int | None, pixel_range: Pix
     n, h, w, c = batch.shape
     if image_size is not None and (h, w) != (image_size, image_size):
         batch = _resize(batch, image_size)
-    out = batch.astype(np.float32, copy=False)
+    out = batch if keep_uint8 and batch.dtype == np.uint8 else batch.astype(np.float32, copy=False)
     if c == 1:
         out = np.repeat(out, 3, axis=-1)
     return out
