@@ -12,7 +12,8 @@ from .backends import BACKENDS
 from .cli import Parser, run_cli
 
 EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png xray2.png\n"
-           "  python -m runtime eval runs/p75/model_int8.onnx --data ../shared/data/pneumoniamnist_balanced.npz")
+           "  python -m runtime eval runs/p75/model_int8.onnx --data ../shared/data/pneumoniamnist_balanced.npz\n"
+           "  python -m runtime bench runs/p75/model_int8.tflite --threads 4 --callers 8")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--backend", default=None, choices=BACKENDS, help="force a backend (default: by suffix, "
                        "ai-edge-litert before tflite-runtime)")
         q.add_argument("--threads", type=int, default=None, help="inference threads (default: every core)")
+        q.add_argument("--interpreters", type=int, default=1, help="TFLite interpreters shared by caller threads "
+                       "(default 1: calls take turns; more run side by side, each with --threads threads)")
 
     pr = sub.add_parser("predict", help="classify image files")
     common(pr)
@@ -39,13 +42,25 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="which split to evaluate")
     ev.add_argument("--positive-label", type=int, default=None, help="label value of the positive class (default: the model's)")
     ev.add_argument("--pixel-range", default=None, help="LOW,HIGH of float images; uint8 needs none")
+    be = sub.add_parser("bench", help="load time, first inference, latency p50/p90, images per second, RSS, wrapper overhead",
+                        description="Time one model in this process: cold start, load, first inference, steady latency "
+                        "of the bare engine call and of predict() side by side (the wrapper's overhead), images per "
+                        "second and RSS. Prints figures; asserts nothing.")
+    common(be)
+    be.add_argument("--runs", type=int, default=50, help="timed calls (default 50)")
+    be.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
+    be.add_argument("--callers", type=int, default=0, help="also run this many threads sharing the classifier: "
+                    "throughput, and a check that every answer equals the serial one (default 0: skip)")
+    be.add_argument("--image", default=None, help="also time predict() from this image file (decode and resize included)")
+    be.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
 
 
 def _predict(args: argparse.Namespace) -> None:
     from .classifier import Classifier
 
-    clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads)
+    clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
+                     interpreters=args.interpreters)
     results = clf.predict(list(args.images))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -63,7 +78,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .metrics import binary_metrics, roc_auc, sigmoid
 
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
-                     pixel_range=args.pixel_range)
+                     pixel_range=args.pixel_range, interpreters=args.interpreters)
     dataset = load_dataset(args.data)
     split = dataset.split(args.split)
     if split is None:
@@ -80,9 +95,18 @@ def _eval(args: argparse.Namespace) -> None:
     print(json.dumps(out, indent=2))
 
 
+def _bench(args: argparse.Namespace) -> None:
+    from .bench import BenchConfig, format_result, run_bench
+
+    result = run_bench(BenchConfig(model=args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
+                                   backend=args.backend, interpreters=args.interpreters, callers=args.callers,
+                                   image=args.image))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: {"predict": _predict, "eval": _eval}[args.command](args))
+    return run_cli(lambda: {"predict": _predict, "eval": _eval, "bench": _bench}[args.command](args))
 
 
 if __name__ == "__main__":

@@ -7,27 +7,37 @@ output the same way. For the default uint8-input TFLite export (scale 1, zero po
 quantization is the identity on integer pixels, so no float maths happens before the model.
 
 Packages are imported when a backend is opened, never at module import: the runtime must load
-on a device that has only one of them installed.
+on a device that has only one of them installed. TensorFlow's ``tf.lite`` is the last TFLite
+fallback, for a development machine that has TensorFlow and neither interpreter package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import queue
+import sys
+import tempfile
 import threading
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from .errors import BackendError, ModelFileError
+from .errors import BackendError, ConfigError, ModelFileError, first_line
 
-TFLITE_PACKAGES = ("ai-edge-litert", "tflite-runtime")  # preferred first; same Interpreter API
+# Preferred first. All three share one Interpreter API; tensorflow is a development-machine fallback only.
+TFLITE_PACKAGES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 ONNX_PACKAGES = ("onnxruntime",)
 BACKENDS = TFLITE_PACKAGES + ONNX_PACKAGES
-_MODULES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
-            "onnxruntime": "onnxruntime"}
+MODULES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
+            "tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
+# The interpreter's C++ logger writes this on every load; on a CLI it would turn a one-line error into two.
+_NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 _ONNX_BATCH = 32  # onnxruntime amortises per-call overhead over a batch; 32 keeps 299x299 input under 35 MB
 
 
@@ -70,12 +80,49 @@ class Backend(Protocol):
         """Logits, float64 of shape (N,), for pixels of shape (N, S, S, 3) in [0, 255]."""
         ...
 
+    def bare_call(self, pixels: np.ndarray) -> contextlib.AbstractContextManager[Callable[[], np.ndarray]]:
+        ...
+
 
 def _import(package: str):
     try:
-        return importlib.import_module(_MODULES[package])
+        module = importlib.import_module(MODULES[package])
     except ImportError as exc:
         raise BackendError(f"backend {package!r} is not installed ({exc}); install it with `pip install {package}`") from None
+    return module.lite if package == "tensorflow" else module
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """Capture what native code writes to file descriptor 2 while the block runs.
+
+    Interpreter loading logs from C++ straight to the descriptor, out of Python's reach. The
+    captured lines are handed to the caller (to put a native error message into a typed error)
+    and everything except known noise is written back to ``sys.stderr`` afterwards, so nothing a
+    user might need is lost. The descriptor is process-wide, hence the lock.
+    """
+    lines: list[str] = []
+    with _STDERR_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no usable descriptor 2 (an embedded interpreter): capture nothing
+            yield lines
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+            kept = [line for line in lines if line not in _NATIVE_NOISE]
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
 
 
 def _cpu_threads(threads: int | None) -> int:
@@ -83,31 +130,50 @@ def _cpu_threads(threads: int | None) -> int:
 
 
 class TFLiteBackend:
-    """A TFLite interpreter behind a lock: one interpreter is not safe to call from two threads."""
+    """TFLite interpreters for one model, safe to share between threads.
 
-    def __init__(self, path: Path, threads: int | None = None, package: str | None = None) -> None:
-        if package:
-            module, self.package = _import(package), package
-        else:
-            module = None
-            for name in TFLITE_PACKAGES:
-                try:
-                    module, self.package = _import(name), name
-                    break
-                except BackendError:
-                    continue
-            if module is None:
-                raise BackendError(f"{path}: no TFLite interpreter installed; install ai-edge-litert (`pip install ai-edge-litert`) "
-                                   "or tflite-runtime")
-        try:
-            self._interpreter = module.Interpreter(model_path=str(path), num_threads=_cpu_threads(threads))
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"{path}: the TFLite interpreter cannot load it ({str(exc).strip().splitlines()[0]})") from None
-        (inp,), (out,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+    A TFLite interpreter holds its tensors and must not run two calls at once, so each call takes
+    an interpreter from a pool and gives it back. With ``interpreters=1`` (the default) this is a
+    lock; more interpreters let that many calls run side by side, each on ``threads`` threads,
+    at the cost of one activation arena each (``python -m runtime bench --callers`` measures both).
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, package: str | None = None, interpreters: int = 1) -> None:
+        module, self.package = self._module(path, package)
+        self._pool: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(interpreters):
+            self._pool.put(self._load(module, path, _cpu_threads(threads)))
+        interpreter = self._pool.get()
+        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+        self._pool.put(interpreter)
         self.input, self.output = self._info(inp), self._info(out)
         self._in_index, self._out_index = inp["index"], out["index"]
-        self._lock = threading.Lock()
+        self.interpreters = interpreters
+
+    @staticmethod
+    def _module(path: Path, package: str | None):
+        if package:
+            return _import(package), package
+        for name in TFLITE_PACKAGES:
+            try:
+                return _import(name), name
+            except BackendError:
+                continue
+        raise BackendError(f"{path}: no TFLite interpreter is installed; install ai-edge-litert (`pip install ai-edge-litert`), "
+                           "or tflite-runtime on Pi images that have numpy<2")
+
+    def _load(self, module, path: Path, threads: int):
+        with native_stderr_captured() as native, warnings.catch_warnings():
+            # tf.lite says it is deprecated in favour of ai-edge-litert; the fallback order already says so
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+            try:
+                interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
+                interpreter.allocate_tensors()
+                return interpreter
+            except (ValueError, RuntimeError) as exc:
+                error = exc
+        detail = next((line for line in native if line.startswith("ERROR")), first_line(error))
+        raise ModelFileError(f"{path}: the TFLite interpreter ({self.package}) cannot load it ({detail})") from None
 
     @staticmethod
     def _info(detail: dict) -> TensorInfo:
@@ -115,16 +181,44 @@ class TFLiteBackend:
         return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]),
                           float(scale), int(zero_point))
 
+    def invoke(self, interpreter, x: np.ndarray) -> np.ndarray:
+        """One bare interpreter call on an already quantized batch of one (what ``bench`` compares against)."""
+        interpreter.set_tensor(self._in_index, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(self._out_index)
+
+    @contextlib.contextmanager
+    def interpreter(self) -> Iterator:
+        """Borrow an interpreter for exclusive use; blocks while all are busy."""
+        interpreter = self._pool.get()
+        try:
+            yield interpreter
+        finally:
+            self._pool.put(interpreter)
+
+    @contextlib.contextmanager
+    def bare_call(self, pixels: np.ndarray) -> Iterator[Callable[[], np.ndarray]]:
+        """The engine alone on one prepared image: the baseline that wrapper overhead is measured against."""
+        x = quantize(pixels[:1], self.input) if self.input.quantized else np.asarray(pixels[:1], dtype=self.input.dtype)
+        with self.interpreter() as interpreter:
+            yield lambda: self.invoke(interpreter, x)
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         out = np.empty(len(pixels), dtype=np.float64)
-        with self._lock:
+        with self.interpreter() as interpreter:
             for i in range(len(pixels)):  # batch 1, as on the device; the graph is converted for batch 1
                 x = pixels[i:i + 1]
                 x = quantize(x, self.input) if self.input.quantized else np.asarray(x, dtype=self.input.dtype)
-                self._interpreter.set_tensor(self._in_index, x)
-                self._interpreter.invoke()
-                out[i] = dequantize(self._interpreter.get_tensor(self._out_index), self.output).reshape(-1)[0]
+                out[i] = dequantize(self.invoke(interpreter, x), self.output).reshape(-1)[0]
         return out
+
+
+def _onnxruntime_errors(ort) -> tuple[type[BaseException], ...]:
+    """onnxruntime's load errors: its own exception classes (not RuntimeError subclasses), plus the builtins it raises."""
+    state = ort.capi.onnxruntime_pybind11_state
+    own = (getattr(state, name, None) for name in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf",
+                                                    "InvalidGraph", "RuntimeException", "NotImplemented"))
+    return tuple(cls for cls in own if isinstance(cls, type)) + (RuntimeError, ValueError)
 
 
 class OnnxBackend:
@@ -139,11 +233,17 @@ class OnnxBackend:
         options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
-            raise ModelFileError(f"{path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0]})") from None
+        except _onnxruntime_errors(ort) as exc:
+            raise ModelFileError(f"{path}: onnxruntime cannot load it ({first_line(exc)})") from None
         (inp,), (out,) = self._session.get_inputs(), self._session.get_outputs()
         self.input = TensorInfo(inp.name, tuple(d if isinstance(d, int) else -1 for d in inp.shape), np.dtype(np.float32))
         self.output = TensorInfo(out.name, tuple(d if isinstance(d, int) else -1 for d in out.shape), np.dtype(np.float32))
+
+    @contextlib.contextmanager
+    def bare_call(self, pixels: np.ndarray) -> Iterator[Callable[[], np.ndarray]]:
+        """The engine alone on one prepared image: the baseline that wrapper overhead is measured against."""
+        feeds = {self.input.name: np.asarray(pixels[:1], dtype=np.float32)}
+        yield lambda: self._session.run([self.output.name], feeds)[0]
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         parts = [self._session.run([self.output.name], {self.input.name: np.asarray(pixels[s:s + _ONNX_BATCH], dtype=np.float32)}
@@ -151,9 +251,15 @@ class OnnxBackend:
         return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
-def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None) -> Backend:
-    """Open ``path`` with the backend its suffix calls for (or the one named)."""
+def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None, interpreters: int = 1) -> Backend:
+    """Open ``path`` with the backend its suffix calls for (or the one named).
+
+    ``interpreters`` sizes the TFLite interpreter pool (see :class:`TFLiteBackend`); an onnxruntime
+    session runs concurrent calls by itself and ignores it.
+    """
     path = Path(path)
+    if interpreters < 1:
+        raise ConfigError(f"interpreters={interpreters}: expected 1 or more")
     if backend is not None and backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if not path.is_file():
@@ -162,7 +268,7 @@ def open_backend(path: str | Path, backend: str | None = None, threads: int | No
     if suffix == ".tflite":
         if backend in ONNX_PACKAGES:
             raise BackendError(f"{path}: backend {backend!r} cannot run a .tflite model; expected one of {', '.join(TFLITE_PACKAGES)}")
-        return TFLiteBackend(path, threads, backend)
+        return TFLiteBackend(path, threads, backend, interpreters)
     if suffix == ".onnx":
         if backend in TFLITE_PACKAGES:
             raise BackendError(f"{path}: backend {backend!r} cannot run an .onnx model; expected onnxruntime")

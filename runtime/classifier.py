@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -25,7 +25,7 @@ from .fileio import sha256_file
 from .images import PixelRange, check_pixels, to_model_pixels
 from .metrics import sigmoid
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = str | Path | Image.Image | np.ndarray
 _PIL_TO_RGB = {"RGBA", "P", "LA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL converts to RGB without loss of meaning
 
 
@@ -80,7 +80,7 @@ class Classifier:
     """A binary classifier exported by ``export/``, ready to predict on a device."""
 
     def __init__(self, model: str | Path, *, operating_point: str = "youden", backend: str | None = None,
-                 threads: int | None = None, pixel_range: str | None = None) -> None:
+                 threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1) -> None:
         self.path = Path(model)
         self.metadata = read_artifact_metadata(self.path)
         self.checksum_verified = verify_sidecar(self.path)
@@ -95,11 +95,17 @@ class Classifier:
         self.operating_point, self.threshold = operating_point, points[operating_point]
         self.operating_points = points
         self.pixel_range = PixelRange.parse(pixel_range) if pixel_range else None
-        self._backend: Backend = open_backend(self.path, backend, threads)
+        self._backend: Backend = open_backend(self.path, backend, threads, interpreters)
 
     @property
     def backend(self) -> str:
+        """The package that runs the model: ai-edge-litert, tflite-runtime, tensorflow or onnxruntime."""
         return self._backend.package
+
+    @property
+    def engine(self) -> Backend:
+        """The open backend itself, for benchmarks that time it without this wrapper."""
+        return self._backend
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """Raw logits for prepared pixels (the output of :meth:`pixels` or ``to_model_pixels``)."""
@@ -132,6 +138,9 @@ class Classifier:
             return array[None]
         if array.ndim == 3 and array.shape[-1] in (1, 3):
             return array[None]  # one image, channels last
+        # (H, W, 2) or (H, W, 4) is an image with the wrong channel count, not a batch of 2- or 4-pixel-wide images
+        if array.ndim in (3, 4) and array.shape[-1] in (2, 4):
+            raise DataError(f"{source}: array shape {array.shape} has {array.shape[-1]} channels; expected 1 (grayscale) or 3 (RGB)")
         if array.ndim == 3 or (array.ndim == 4 and array.shape[-1] in (1, 3)):
             return array
         raise DataError(f"{source}: array shape {array.shape}; expected (H,W), (H,W,C), (N,H,W) or (N,H,W,C) with C 1 or 3")

@@ -125,8 +125,8 @@ def _make_split(name: str, images: np.ndarray, labels: np.ndarray, source: str) 
     if labels.shape[0] != images.shape[0]:
         raise DataError(f"{source}: {images.shape[0]} images but {labels.shape[0]} labels; expected equal lengths")
     labels = np.asarray(labels)
-    if np.issubdtype(labels.dtype, np.floating):
-        if not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels)):
+    if np.issubdtype(labels.dtype, np.floating) and (
+            not np.isfinite(labels).all() or not np.array_equal(labels, np.round(labels))):
             raise DataError(f"{source}: labels are not whole numbers; expected integer class labels")
     return Split(name, images, labels.astype(np.int64), source)
 

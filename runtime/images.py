@@ -27,7 +27,7 @@ class PixelRange:
     high: float
 
     @classmethod
-    def parse(cls, text: str) -> "PixelRange":
+    def parse(cls, text: str) -> PixelRange:
         """Parse ``"LOW,HIGH"``, e.g. ``"0,1"`` or ``"-1,1"``."""
         parts = str(text).split(",")
         try:
@@ -94,7 +94,7 @@ def to_model_pixels(images: np.ndarray, image_size: int | None, pixel_range: Pix
             raise ConfigError(f"{source}: images are {batch.dtype}; declare their value range with --pixel-range LOW,HIGH")
         scale = np.float32(255.0 / (pixel_range.high - pixel_range.low))
         batch = (batch.astype(np.float32) - np.float32(pixel_range.low)) * scale
-    n, h, w, c = batch.shape
+    _n, h, w, c = batch.shape
     if image_size is not None and (h, w) != (image_size, image_size):
         batch = _resize(batch, image_size)
     out = batch if keep_uint8 and batch.dtype == np.uint8 else batch.astype(np.float32, copy=False)

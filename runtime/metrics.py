@@ -143,7 +143,7 @@ class OperatingPoint:
         return asdict(self)
 
     @classmethod
-    def from_logit(cls, name: str, logit_threshold: float, rule: str) -> "OperatingPoint":
+    def from_logit(cls, name: str, logit_threshold: float, rule: str) -> OperatingPoint:
         return cls(name=name, threshold=float(sigmoid(np.array([logit_threshold]))[0]),
                    logit_threshold=float(logit_threshold), rule=rule)
 
@@ -178,13 +178,13 @@ def youden_point(y_true: np.ndarray, logits: np.ndarray, name: str = "youden") -
 
 def sensitivity_point(y_true: np.ndarray, logits: np.ndarray, target: float, name: str = "high_sensitivity") -> OperatingPoint:
     """The highest threshold whose sensitivity reaches ``target`` (best specificity at that sensitivity)."""
-    fpr, tpr, thr = roc_curve(y_true, logits)
+    _fpr, tpr, thr = roc_curve(y_true, logits)
     k = int(np.nonzero(tpr >= target - 1e-12)[0][0])
     return OperatingPoint.from_logit(name, _margin_threshold(thr, k), f"sensitivity>={target:g}")
 
 
 def specificity_point(y_true: np.ndarray, logits: np.ndarray, target: float, name: str = "high_specificity") -> OperatingPoint:
     """The lowest threshold whose specificity reaches ``target`` (best sensitivity at that specificity)."""
-    fpr, tpr, thr = roc_curve(y_true, logits)
+    fpr, _tpr, thr = roc_curve(y_true, logits)
     k = int(np.nonzero(1.0 - fpr >= target - 1e-12)[0][-1])
     return OperatingPoint.from_logit(name, _margin_threshold(thr, k), f"specificity>={target:g}")
