@@ -111,24 +111,37 @@ class ExportSession:
         delta = backend.logits(self.calibration().pixels) - self.calibration_reference()
         return {"images": int(delta.size), "mean_delta_logit": float(delta.mean()), "std_delta_logit": float(delta.std())}
 
-    def artifact_logits(self, path: Path) -> tuple[dict[str, np.ndarray], str]:
+    def artifact_logits(self, path: Path, kernels: str = "default") -> tuple[dict[str, np.ndarray], str]:
         """The artifact's logits on every verification split, and the backend package that ran it."""
-        backend = open_backend(path, threads=self.cfg.threads)
+        backend = open_backend(path, threads=self.cfg.threads, kernels=kernels)
         return artifact_logits(backend, self.verify_data()), backend.package
 
     def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
                            extra: dict[str, Any] | None = None,
-                           outputs: tuple[dict[str, np.ndarray], str] | None = None) -> ExportResult:
+                           outputs: tuple[dict[str, np.ndarray], str] | None = None,
+                           kernel_sets: tuple[str, ...] = ("default",)) -> ExportResult:
         """Verify ``staged`` against the float model, then publish it (or refuse it) with its sidecar.
 
         ``outputs`` passes logits already computed from these exact bytes, to avoid a second run.
+        The report's top level is the default kernels; every other TFLite kernel set in
+        ``kernel_sets`` gets its own report under ``kernel_sets``, and its failures count too.
         """
         start = time.perf_counter()
         logits, package = outputs or self.artifact_logits(staged)
         report = verify_artifact(logits, self.verify_data(), self.reference(), self.source.card["operating_points"],
                                  self.cfg.max_drift)
+        report["backend"], report["kernels"] = package, "default"
+        report["kernel_sets"] = {}
+        for kernels in (k for k in kernel_sets if k != "default"):
+            other_logits, other_package = self.artifact_logits(staged, kernels)
+            other = verify_artifact(other_logits, self.verify_data(), self.reference(), self.source.card["operating_points"],
+                                    self.cfg.max_drift)
+            other["backend"] = other_package
+            log.info("%s with %s kernels: %s", destination.name, kernels, summary_line(other))
+            report["kernel_sets"][kernels] = other
+            report["failures"] += [f"{kernels} kernels: {f}" for f in other["failures"]]
+        report["passed"] = not report["failures"]
         report["seconds"] = round(time.perf_counter() - start, 2)
-        report["backend"] = package
         sidecar = {"metadata": metadata, "config": {"kind": self.cfg.kind, **self.cfg.to_dict()},
                    "verification": report, **(extra or {})}
         log.info("%s: %s", destination.name, summary_line(report))
@@ -145,5 +158,6 @@ def summary_line(report: dict[str, Any]) -> str:
     worst_agree = min(p["agreement"] for p in points)
     max_logit = max(r["max_abs_delta_logit"] for r in rows)
     verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
+    also = "".join(f" ({name} kernels too)" for name in report.get("kernel_sets", {}))
     return (f"worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
-            f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}: {verdict}")
+            f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}: {verdict}{also}")

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .backends import BACKENDS
+from .backends import BACKENDS, TFLITE_KERNELS
 from .cli import Parser, run_cli
 
 EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png xray2.png\n"
@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--backend", default=None, choices=BACKENDS, help="force a backend (default: by suffix, "
                        "ai-edge-litert before tflite-runtime)")
         q.add_argument("--threads", type=int, default=None, help="inference threads (default: every core)")
+        q.add_argument("--kernels", default="default", choices=TFLITE_KERNELS, help="TFLite kernels: default (ai-edge-litert: "
+                       "XNNPACK) or builtin (TFLite's own, as tflite-runtime 2.14 runs int8); both are checked by the export")
         q.add_argument("--interpreters", type=int, default=1, help="TFLite interpreters shared by caller threads "
                        "(default 1: calls take turns; more run side by side, each with --threads threads)")
 
@@ -60,7 +62,7 @@ def _predict(args: argparse.Namespace) -> None:
     from .classifier import Classifier
 
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
-                     interpreters=args.interpreters)
+                     interpreters=args.interpreters, kernels=args.kernels)
     results = clf.predict(list(args.images))
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -78,7 +80,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .metrics import binary_metrics, roc_auc, sigmoid
 
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
-                     pixel_range=args.pixel_range, interpreters=args.interpreters)
+                     pixel_range=args.pixel_range, interpreters=args.interpreters, kernels=args.kernels)
     dataset = load_dataset(args.data)
     split = dataset.split(args.split)
     if split is None:
@@ -88,7 +90,7 @@ def _eval(args: argparse.Namespace) -> None:
     logits = np.concatenate([clf.logits(b) for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size,
                                                                         clf.pixel_range, keep_uint8=True)])
     prob = sigmoid(logits)
-    out = {"model": str(clf.path), "backend": clf.backend, "split": args.split, "n": int(y.size), "auc": roc_auc(y, prob)}
+    out = {"model": str(clf.path), "backend": clf.backend, "kernels": clf.engine.kernels, "split": args.split, "n": int(y.size), "auc": roc_auc(y, prob)}
     for name, threshold in clf.operating_points.items():
         m = binary_metrics(y, prob, threshold)
         out[name] = {"threshold": threshold, "sensitivity": m.sensitivity, "specificity": m.specificity, "accuracy": m.accuracy}
@@ -99,7 +101,7 @@ def _bench(args: argparse.Namespace) -> None:
     from .bench import BenchConfig, format_result, run_bench
 
     result = run_bench(BenchConfig(model=args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                                   backend=args.backend, interpreters=args.interpreters, callers=args.callers,
+                                   backend=args.backend, interpreters=args.interpreters, callers=args.callers, kernels=args.kernels,
                                    image=args.image))
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_result(result))
 

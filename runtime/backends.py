@@ -36,6 +36,11 @@ ONNX_PACKAGES = ("onnxruntime",)
 BACKENDS = TFLITE_PACKAGES + ONNX_PACKAGES
 MODULES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
             "tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
+# Which TFLite kernels run an int8 model. "default" is what the package does unasked: ai-edge-litert
+# applies the XNNPACK delegate. "builtin" is TFLite's own kernels without default delegates, which is
+# what tflite-runtime 2.14 runs for int8 models. The two round differently inside the network
+# (measured on the 75x75 reference model: up to 21 output steps apart), so export verifies both.
+TFLITE_KERNELS = ("default", "builtin")
 # The interpreter's C++ logger writes this on every load; on a CLI it would turn a one-line error into two.
 _NATIVE_NOISE = ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
 _ONNX_BATCH = 32  # onnxruntime amortises per-call overhead over a batch; 32 keeps 299x299 input under 35 MB
@@ -73,6 +78,7 @@ def dequantize(values: np.ndarray, spec: TensorInfo) -> np.ndarray:
 
 class Backend(Protocol):
     package: str
+    kernels: str
     input: TensorInfo
     output: TensorInfo
 
@@ -138,11 +144,16 @@ class TFLiteBackend:
     at the cost of one activation arena each (``python -m runtime bench --callers`` measures both).
     """
 
-    def __init__(self, path: Path, threads: int | None = None, package: str | None = None, interpreters: int = 1) -> None:
+    def __init__(self, path: Path, threads: int | None = None, package: str | None = None, interpreters: int = 1,
+                 kernels: str = "default") -> None:
         module, self.package = self._module(path, package)
+        self.kernels = kernels
+        options = {}
+        if kernels == "builtin":
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         for _ in range(interpreters):
-            self._pool.put(self._load(module, path, _cpu_threads(threads)))
+            self._pool.put(self._load(module, path, _cpu_threads(threads), options))
         interpreter = self._pool.get()
         (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
         self._pool.put(interpreter)
@@ -162,12 +173,12 @@ class TFLiteBackend:
         raise BackendError(f"{path}: no TFLite interpreter is installed; install ai-edge-litert (`pip install ai-edge-litert`), "
                            "or tflite-runtime on Pi images that have numpy<2")
 
-    def _load(self, module, path: Path, threads: int):
+    def _load(self, module, path: Path, threads: int, options: dict):
         with native_stderr_captured() as native, warnings.catch_warnings():
             # tf.lite says it is deprecated in favour of ai-edge-litert; the fallback order already says so
             warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
             try:
-                interpreter = module.Interpreter(model_path=str(path), num_threads=threads)
+                interpreter = module.Interpreter(model_path=str(path), num_threads=threads, **options)
                 interpreter.allocate_tensors()
                 return interpreter
             except (ValueError, RuntimeError) as exc:
@@ -225,6 +236,7 @@ class OnnxBackend:
     """An onnxruntime session (thread-safe by design) fed float32 pixels in batches."""
 
     package = "onnxruntime"
+    kernels = "default"
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
         ort = _import("onnxruntime")
@@ -251,15 +263,19 @@ class OnnxBackend:
         return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
-def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None, interpreters: int = 1) -> Backend:
+def open_backend(path: str | Path, backend: str | None = None, threads: int | None = None, interpreters: int = 1,
+                 kernels: str = "default") -> Backend:
     """Open ``path`` with the backend its suffix calls for (or the one named).
 
     ``interpreters`` sizes the TFLite interpreter pool (see :class:`TFLiteBackend`); an onnxruntime
-    session runs concurrent calls by itself and ignores it.
+    session runs concurrent calls by itself and ignores it. ``kernels`` picks the TFLite kernel set
+    (see ``TFLITE_KERNELS``); onnxruntime has one.
     """
     path = Path(path)
     if interpreters < 1:
         raise ConfigError(f"interpreters={interpreters}: expected 1 or more")
+    if kernels not in TFLITE_KERNELS:
+        raise ConfigError(f"kernels={kernels!r}: expected one of {', '.join(TFLITE_KERNELS)}")
     if backend is not None and backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
     if not path.is_file():
@@ -268,9 +284,11 @@ def open_backend(path: str | Path, backend: str | None = None, threads: int | No
     if suffix == ".tflite":
         if backend in ONNX_PACKAGES:
             raise BackendError(f"{path}: backend {backend!r} cannot run a .tflite model; expected one of {', '.join(TFLITE_PACKAGES)}")
-        return TFLiteBackend(path, threads, backend, interpreters)
+        return TFLiteBackend(path, threads, backend, interpreters, kernels)
     if suffix == ".onnx":
         if backend in TFLITE_PACKAGES:
             raise BackendError(f"{path}: backend {backend!r} cannot run an .onnx model; expected onnxruntime")
+        if kernels != "default":
+            raise ConfigError(f"{path}: kernels={kernels!r} applies to .tflite models; onnxruntime has one kernel set")
         return OnnxBackend(path, threads)
     raise ModelFileError(f"{path}: unsupported model suffix {suffix!r}; expected .tflite or .onnx")

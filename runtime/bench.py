@@ -38,6 +38,7 @@ class BenchConfig:
     threads: int | None = None  # engine threads; None = every core, as the classifier defaults
     backend: str | None = None
     interpreters: int = 1  # TFLite interpreter pool size (1 = a lock)
+    kernels: str = "default"  # TFLite kernel set (runtime.backends.TFLITE_KERNELS)
     callers: int = 0  # caller threads sharing the classifier; 0 skips the concurrency run
     image: str | None = None  # also time predict() from this file (decode and resize included)
     seed: int = 0  # the synthetic images' seed
@@ -72,6 +73,7 @@ class BenchResult:
     image_size: int
     threads: int
     interpreters: int
+    kernels: str
     import_s: float  # importing the backend package
     load_s: float  # metadata, checksum and engine construction
     first_inference_s: float
@@ -181,7 +183,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     except ImportError:
         pass  # the classifier raises the typed error that names the package to install
     t1 = time.perf_counter()
-    clf = Classifier(model, backend=cfg.backend, threads=cfg.threads, interpreters=cfg.interpreters)
+    clf = Classifier(model, backend=cfg.backend, threads=cfg.threads, interpreters=cfg.interpreters, kernels=cfg.kernels)
     t2 = time.perf_counter()
     rss_after_load = _status_mb("VmRSS")
     rng = np.random.default_rng(cfg.seed)
@@ -218,7 +220,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     module = _backend_module(cfg.backend or clf.backend, model)
     return BenchResult(
         model=str(model), backend=clf.backend, backend_version=_version(module), image_size=size,
-        threads=cfg.threads or (os.cpu_count() or 1), interpreters=cfg.interpreters,
+        threads=cfg.threads or (os.cpu_count() or 1), interpreters=cfg.interpreters, kernels=cfg.kernels,
         import_s=t1 - t0, load_s=t2 - t1, first_inference_s=t3 - t2, cold_start_s=cold,
         bare=bare, predict=predict, overhead=predict.p50 / bare.p50 - 1.0, images_per_s=1e3 / predict.mean,
         rss_after_load_mb=rss_after_load, peak_rss_mb=_status_mb("VmHWM"), predict_file=file_latency,
@@ -236,8 +238,10 @@ def format_result(r: BenchResult) -> str:
     def opt(v: float | None, unit: str, scale: float = 1.0) -> str:
         return "n/a" if v is None else f"{v * scale:.1f} {unit}"
 
-    lines = [(f"{r.model}  ({r.backend} {r.backend_version}, {r.image_size}x{r.image_size}, {r.threads} threads, "
-             f"{r.interpreters} interpreter{'s' if r.interpreters > 1 else ''}, {r.machine.get('machine', '')})"),
+    tflite = "" if r.backend == "onnxruntime" else \
+        f"{r.kernels} kernels, {r.interpreters} interpreter{'s' if r.interpreters > 1 else ''}, "
+    lines = [f"{r.model}  ({r.backend} {r.backend_version}, {r.image_size}x{r.image_size}, {r.threads} threads, {tflite}"
+             f"{r.machine.get('machine', '')})",
              f"  import backend     {r.import_s * 1e3:9.1f} ms",
              f"  load model         {r.load_s * 1e3:9.1f} ms",
              f"  first inference    {r.first_inference_s * 1e3:9.1f} ms",

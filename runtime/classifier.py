@@ -80,7 +80,8 @@ class Classifier:
     """A binary classifier exported by ``export/``, ready to predict on a device."""
 
     def __init__(self, model: str | Path, *, operating_point: str = "youden", backend: str | None = None,
-                 threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1) -> None:
+                 threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1,
+                 kernels: str = "default") -> None:
         self.path = Path(model)
         self.metadata = read_artifact_metadata(self.path)
         self.checksum_verified = verify_sidecar(self.path)
@@ -95,7 +96,7 @@ class Classifier:
         self.operating_point, self.threshold = operating_point, points[operating_point]
         self.operating_points = points
         self.pixel_range = PixelRange.parse(pixel_range) if pixel_range else None
-        self._backend: Backend = open_backend(self.path, backend, threads, interpreters)
+        self._backend: Backend = open_backend(self.path, backend, threads, interpreters, kernels)
 
     @property
     def backend(self) -> str:

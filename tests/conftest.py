@@ -48,7 +48,9 @@ def tflite_result(model_dir):
     from export.config import TFLiteExportConfig
     from export.tflite import export_tflite
 
-    return export_tflite(TFLiteExportConfig(model=str(model_dir)))
+    # Default kernels only: this small random-init model's builtin-kernel agreement (0.974 on val) misses the
+    # default 0.98 limit; test_builtin_kernels_are_verified_too exercises that second verification.
+    return export_tflite(TFLiteExportConfig(model=str(model_dir), verify_kernels=("default",)))
 
 
 @pytest.fixture(scope="session")

@@ -210,6 +210,22 @@ def test_a_killed_export_leaves_no_partial_file(model_dir, tmp_path, kill_after)
     assert not (out / "model_int8.tflite.json").exists()
 
 
+def test_builtin_kernels_are_verified_too(model_dir, shared_data, tmp_path):
+    from export.tflite import export_tflite
+    from runtime.classifier import Classifier
+    from runtime.metrics import roc_auc
+
+    result = export_tflite(TFLiteExportConfig(model=str(model_dir), out=str(tmp_path), max_drift=None))
+    report = result.verification
+    assert report["kernels"] == "default" and list(report["kernel_sets"]) == ["builtin"]
+    builtin = report["kernel_sets"]["builtin"]["splits"]["test"]["auc"]["artifact"]
+    test = load_dataset(shared_data).splits["test"]
+    for kernels, expected in (("builtin", builtin), ("default", report["splits"]["test"]["auc"]["artifact"])):
+        clf = Classifier(result.path, kernels=kernels)
+        assert roc_auc(binary_labels(test, 1), np.array([r.probability for r in clf.predict(np.asarray(test.images))])) == expected
+    assert builtin != report["splits"]["test"]["auc"]["artifact"]  # two kernel sets, two sets of numbers
+
+
 def test_int8_input_variant_is_the_same_model_fed_pixel_minus_128(tflite_result, model_dir, tmp_path):
     from export.tflite import export_tflite
 

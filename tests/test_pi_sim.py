@@ -30,13 +30,12 @@ TIMEOUT = 900
 ENVS = {"litert": ("pi", "wheels", {"ai-edge-litert", "onnxruntime", "numpy", "pillow"}),
         "tflrt": ("pi-legacy", "wheels_tfl", {"tflite-runtime", "numpy", "pillow"})}
 # The host has no tflite-runtime (it needs numpy<2). tflite-runtime 2.14 does not put int8 models on
-# XNNPACK: its results equal ai-edge-litert's without default delegates, bit for bit (all 468 test
-# images, x86, and this emulated Pi). ai-edge-litert's default (XNNPACK) differs from it by up to 21
-# output quantization steps (1.13 logit) and flips 6 of 468 decisions at youden on the 75x75 model,
-# so the x86 reference for tflite-runtime is the host CLI with XNNPACK switched off.
-NO_XNNPACK = ("import functools, sys, ai_edge_litert.interpreter as m; m.Interpreter = functools.partial("
-              "m.Interpreter, experimental_op_resolver_type=m.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES); "
-              "from runtime.__main__ import main; sys.exit(main())")
+# XNNPACK: its results equal ai-edge-litert's built-in kernels (`--kernels builtin`), bit for bit (all
+# 468 test images, x86, and this emulated Pi), while ai-edge-litert's default (XNNPACK) differs from it
+# by up to 21 output quantization steps (1.13 logit) and flips 6 of 468 decisions at youden on the
+# 75x75 model. So the x86 reference for tflite-runtime is the host CLI with `--kernels builtin`.
+HOST_EQUIVALENT = {"ai-edge-litert": ["--backend", "ai-edge-litert"], "onnxruntime": ["--backend", "onnxruntime"],
+                   "tflite-runtime": ["--backend", "ai-edge-litert", "--kernels", "builtin"]}
 
 pytestmark = [pytest.mark.pi_sim,
               pytest.mark.skipif(not PI_SIM.is_file(), reason=f"{PI_SIM} not found (it sits beside the repository in CI)")]
@@ -120,10 +119,7 @@ def test_predictions_match_x86(env: str, package: str, model: str, installed: di
     args = ["predict", str(path), *images, "--json"]
     pi = json.loads(_run([str(PI_SIM), "python", env, "-m", "runtime", *args, "--backend", package], tmp_path,
                          PYTHONPATH=str(installed[env])))
-    host_cmd = [sys.executable, "-m", "runtime", *args, "--backend", package]
-    if package == "tflite-runtime":
-        host_cmd = [sys.executable, "-c", NO_XNNPACK, *args, "--backend", "ai-edge-litert"]
-    host = json.loads(_run(host_cmd, ROOT))
+    host = json.loads(_run([sys.executable, "-m", "runtime", *args, *HOST_EQUIVALENT[package]], ROOT))
     assert [r["path"] for r in pi] == [r["path"] for r in host] == images
     # With qemu's cortex-a76 the int8 outputs are bit identical to x86 (the same integer kernels);
     # only numpy's sigmoid may round the probability differently on aarch64 (1 ulp seen for onnxruntime).

@@ -53,7 +53,8 @@ def export_tflite(cfg: TFLiteExportConfig) -> ExportResult:
         staged.write_bytes(convert.write_model(model))
         log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, seconds, staged.stat().st_size / 1e6)
         return session.verify_and_publish(staged, destination, metadata,
-                                          {"kernels": convert.kernel_inventory(model), "convert_seconds": seconds})
+                                          {"kernels": convert.kernel_inventory(model), "convert_seconds": seconds},
+                                          kernel_sets=cfg.verify_kernels)
 
 
 def _correct_bias(session: ExportSession, model: object, name: str) -> dict[str, object]:

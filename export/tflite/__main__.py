@@ -8,7 +8,12 @@ import sys
 from runtime.cli import Parser, run_cli
 
 from ..cli import add_common_arguments, common_config, print_result
-from ..config import TFLITE_INPUT_TYPES, TFLITE_MODES, TFLiteExportConfig
+from ..config import (
+    TFLITE_INPUT_TYPES,
+    TFLITE_KERNELS,
+    TFLITE_MODES,
+    TFLiteExportConfig,
+)
 
 EXAMPLE = "example: python -m export.tflite --model runs/pneumonia75   # writes runs/pneumonia75/model_int8.tflite"
 
@@ -28,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamic (model_dynamic.tflite: int8 weights, float activations)")
     f.add_argument("--input-type", default="uint8", choices=TFLITE_INPUT_TYPES,
                    help="int8 mode: uint8 takes raw pixels; int8 takes pixel-128 (model_int8_int8input.tflite)")
+    f.add_argument("--verify-kernels", default=",".join(TFLITE_KERNELS), type=lambda t: tuple(t.split(",")),
+                   help="TFLite kernel sets the artifact must pass --max-drift on: default (ai-edge-litert's XNNPACK) and "
+                        "builtin (TFLite's own int8 kernels, which tflite-runtime 2.14 runs); drop builtin only if no "
+                        "device will use tflite-runtime")
     return p
 
 
@@ -37,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> None:
         from . import export_tflite
 
-        cfg = TFLiteExportConfig(mode=args.mode, input_type=args.input_type, **common_config(args))
+        cfg = TFLiteExportConfig(mode=args.mode, input_type=args.input_type, verify_kernels=args.verify_kernels,
+                                 **common_config(args))
         print_result(export_tflite(cfg))
 
     return run_cli(action)
