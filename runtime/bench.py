@@ -240,8 +240,8 @@ def format_result(r: BenchResult) -> str:
 
     tflite = "" if r.backend == "onnxruntime" else \
         f"{r.kernels} kernels, {r.interpreters} interpreter{'s' if r.interpreters > 1 else ''}, "
-    lines = [f"{r.model}  ({r.backend} {r.backend_version}, {r.image_size}x{r.image_size}, {r.threads} threads, {tflite}"
-             f"{r.machine.get('machine', '')})",
+    size = f"{r.image_size}x{r.image_size}"
+    lines = [f"{r.model}  ({r.backend} {r.backend_version}, {size}, {r.threads} threads, {tflite}{r.machine.get('machine', '')})",
              f"  import backend     {r.import_s * 1e3:9.1f} ms",
              f"  load model         {r.load_s * 1e3:9.1f} ms",
              f"  first inference    {r.first_inference_s * 1e3:9.1f} ms",
