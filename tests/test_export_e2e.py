@@ -111,7 +111,7 @@ def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, mode
     assert abs(correction["logit_shift"] + correction["mean_delta_logit"]) < 1e-4  # removed, to an int32 bias step
     assert {"tensorflow", "ai-edge-litert", "inception-edge"} <= set(meta["versions"])
     assert TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"}) == \
-        TFLiteExportConfig(model=str(model_dir))
+        TFLiteExportConfig(model=str(model_dir), verify_kernels=("default",))  # as the fixture made it; JSON list -> tuple
 
 
 def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_default_drift(onnx_results, model_dir, test_split):
