@@ -150,13 +150,13 @@ class TFLiteBackend:
         self.kernels = kernels
         options = {}
         if kernels == "builtin":
-            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            resolvers = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType  # tf.lite keeps it there
+            options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        loaded = [self._load(module, path, _cpu_threads(threads), options) for _ in range(interpreters)]
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(interpreters):
-            self._pool.put(self._load(module, path, _cpu_threads(threads), options))
-        interpreter = self._pool.get()
-        (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-        self._pool.put(interpreter)
+        for interpreter in loaded:
+            self._pool.put(interpreter)
+        (inp,), (out,) = loaded[0].get_input_details(), loaded[0].get_output_details()
         self.input, self.output = self._info(inp), self._info(out)
         self._in_index, self._out_index = inp["index"], out["index"]
         self.interpreters = interpreters
@@ -192,6 +192,10 @@ class TFLiteBackend:
         return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]),
                           float(scale), int(zero_point))
 
+    def _as_input(self, pixels: np.ndarray) -> np.ndarray:
+        """Pixels in the input tensor's dtype: quantized with its own scale and zero point when it is integer."""
+        return quantize(pixels, self.input) if self.input.quantized else np.asarray(pixels, dtype=self.input.dtype)
+
     def invoke(self, interpreter, x: np.ndarray) -> np.ndarray:
         """One bare interpreter call on an already quantized batch of one (what ``bench`` compares against)."""
         interpreter.set_tensor(self._in_index, x)
@@ -210,7 +214,7 @@ class TFLiteBackend:
     @contextlib.contextmanager
     def bare_call(self, pixels: np.ndarray) -> Iterator[Callable[[], np.ndarray]]:
         """The engine alone on one prepared image: the baseline that wrapper overhead is measured against."""
-        x = quantize(pixels[:1], self.input) if self.input.quantized else np.asarray(pixels[:1], dtype=self.input.dtype)
+        x = self._as_input(pixels[:1])
         with self.interpreter() as interpreter:
             yield lambda: self.invoke(interpreter, x)
 
@@ -218,9 +222,7 @@ class TFLiteBackend:
         out = np.empty(len(pixels), dtype=np.float64)
         with self.interpreter() as interpreter:
             for i in range(len(pixels)):  # batch 1, as on the device; the graph is converted for batch 1
-                x = pixels[i:i + 1]
-                x = quantize(x, self.input) if self.input.quantized else np.asarray(x, dtype=self.input.dtype)
-                out[i] = dequantize(self.invoke(interpreter, x), self.output).reshape(-1)[0]
+                out[i] = dequantize(self.invoke(interpreter, self._as_input(pixels[i:i + 1])), self.output).reshape(-1)[0]
         return out
 
 

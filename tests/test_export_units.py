@@ -38,6 +38,7 @@ def test_drift_limits_refuse_bad_text(text):
 def test_configs_round_trip_and_name_their_artifacts():
     t = TFLiteExportConfig(model="m", max_drift=DriftLimits(auc=0.02), calibration_size=150)
     assert TFLiteExportConfig.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert t.verify_kernels == ("default", "builtin") and TFLiteExportConfig(model="m", verify_kernels="default").verify_kernels == ("default",)
     assert t.artifact_name == "model_int8.tflite"
     assert TFLiteExportConfig(model="m", input_type="int8").artifact_name == "model_int8_int8input.tflite"
     assert TFLiteExportConfig(model="m", mode="float16").artifact_name == "model_float16.tflite"
@@ -59,6 +60,8 @@ def test_calibration_stride_divides_and_bounds_memory():
 @pytest.mark.parametrize("kwargs,flag", [
     ({"mode": "int4"}, "--mode"), ({"input_type": "float32"}, "--input-type"),
     ({"mode": "float16", "input_type": "int8"}, "--input-type"), ({"calibration_size": 0}, "--calibration-size"),
+    ({"verify_kernels": ("builtin",)}, "--verify-kernels builtin"), ({"verify_kernels": ("default", "xnnpack")}, "--verify-kernels"),
+    ({"verify_kernels": ("default", "default")}, "each once"),
 ])
 def test_tflite_config_refuses(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
