@@ -270,7 +270,7 @@ def open_backend(path: str | Path, backend: str | None = None, threads: int | No
     """Open ``path`` with the backend its suffix calls for (or the one named).
 
     ``interpreters`` sizes the TFLite interpreter pool (see :class:`TFLiteBackend`); an onnxruntime
-    session runs concurrent calls by itself and ignores it. ``kernels`` picks the TFLite kernel set
+    session runs concurrent calls by itself and takes only 1. ``kernels`` picks the TFLite kernel set
     (see ``TFLITE_KERNELS``); onnxruntime has one.
     """
     path = Path(path)
@@ -292,5 +292,8 @@ def open_backend(path: str | Path, backend: str | None = None, threads: int | No
             raise BackendError(f"{path}: backend {backend!r} cannot run an .onnx model; expected onnxruntime")
         if kernels != "default":
             raise ConfigError(f"{path}: kernels={kernels!r} applies to .tflite models; onnxruntime has one kernel set")
+        if interpreters != 1:
+            raise ConfigError(f"{path}: interpreters={interpreters} applies to .tflite models; "
+                              "an onnxruntime session runs concurrent calls by itself")
         return OnnxBackend(path, threads)
     raise ModelFileError(f"{path}: unsupported model suffix {suffix!r}; expected .tflite or .onnx")

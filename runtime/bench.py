@@ -192,6 +192,8 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     clf.predict(images[0])
     t3 = time.perf_counter()
     cold = _process_age_s()
+    if cfg.image:
+        clf.predict(cfg.image)  # a bad file fails now, not after the timed runs
 
     for k in range(cfg.warmup):
         clf.predict(images[k % len(images)])
@@ -208,7 +210,6 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         predict_s.append(time.perf_counter() - s)
     file_latency = None
     if cfg.image:
-        clf.predict(cfg.image)
         times = []
         for _ in range(cfg.runs):
             s = time.perf_counter()

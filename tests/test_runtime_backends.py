@@ -126,6 +126,10 @@ def test_checksum_suffix_and_channel_mistakes_are_named(artifacts, tmp_path, tes
         Classifier(artifacts / "model_int8_x86.onnx", backend="ai-edge-litert")
     with pytest.raises(ConfigError, match="interpreters=0"):
         Classifier(artifacts / "model_int8.tflite", interpreters=0)
+    with pytest.raises(ConfigError, match="interpreters=2 applies to .tflite models"):
+        Classifier(artifacts / "model_int8_x86.onnx", interpreters=2)
+    with pytest.raises(ConfigError, match="kernels='builtin' applies to .tflite models"):
+        Classifier(artifacts / "model_int8_x86.onnx", kernels="builtin")
 
 
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
@@ -159,6 +163,8 @@ def test_cli_errors_are_one_line_even_after_the_model_loaded(artifacts, tmp_path
     for args, culprit in [(("predict", str(artifacts / "model_int8.tflite"), str(tmp_path / "nope.png")), "nope.png: no such image file"),
                           (("predict", str(artifacts / "model_int8.tflite"), str(tmp_path / "notes.png")), "notes.png: not a readable image"),
                           (("bench", str(artifacts / "model_int8.tflite"), "--runs", "0"), "--runs 0: expected 1 or more"),
+                          (("bench", str(artifacts / "model_int8.tflite"), "--image", str(tmp_path / "notes.png")),
+                           "notes.png: not a readable image"),
                           (("predict", str(tmp_path / "gone.tflite"), str(tmp_path / "notes.png")), "gone.tflite: no such model file")]:
         proc = _cli(*args)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
