@@ -34,7 +34,7 @@ from .errors import BackendError, ConfigError, ModelFileError, first_line
 TFLITE_PACKAGES = ("ai-edge-litert", "tflite-runtime", "tensorflow")
 ONNX_PACKAGES = ("onnxruntime",)
 BACKENDS = TFLITE_PACKAGES + ONNX_PACKAGES
-MODULES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
+_MODULES = {"ai-edge-litert": "ai_edge_litert.interpreter", "tflite-runtime": "tflite_runtime.interpreter",
             "tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}
 # Which TFLite kernels run an int8 model. "default" is what the package does unasked: ai-edge-litert
 # applies the XNNPACK delegate. "builtin" is TFLite's own kernels without default delegates, which is
@@ -92,7 +92,7 @@ class Backend(Protocol):
 
 def _import(package: str):
     try:
-        module = importlib.import_module(MODULES[package])
+        module = importlib.import_module(_MODULES[package])
     except ImportError as exc:
         raise BackendError(f"backend {package!r} is not installed ({exc}); install it with `pip install {package}`") from None
     return module.lite if package == "tensorflow" else module
@@ -131,8 +131,30 @@ def native_stderr_captured() -> Iterator[list[str]]:
                 print("\n".join(kept), file=sys.stderr)
 
 
-def _cpu_threads(threads: int | None) -> int:
+def cpu_threads(threads: int | None) -> int:
+    """The engine thread count: as asked, or every core."""
     return threads if threads else (os.cpu_count() or 1)
+
+
+def _tflite_module(path: Path, package: str | None):
+    """The TFLite interpreter module to use, and its package: the one named, or the first installed."""
+    if package:
+        return _import(package), package
+    for name in TFLITE_PACKAGES:
+        try:
+            return _import(name), name
+        except BackendError:
+            continue
+    raise BackendError(f"{path}: no TFLite interpreter is installed; install ai-edge-litert (`pip install ai-edge-litert`), "
+                       "or tflite-runtime on Pi images that have numpy<2")
+
+
+def import_backend(path: str | Path, backend: str | None = None) -> str:
+    """Import the package :func:`open_backend` will use for ``path`` and name it (``bench`` times this step)."""
+    if Path(path).suffix.lower() == ".onnx":
+        _import(backend or "onnxruntime")
+        return backend or "onnxruntime"
+    return _tflite_module(Path(path), backend)[1]
 
 
 class TFLiteBackend:
@@ -146,13 +168,13 @@ class TFLiteBackend:
 
     def __init__(self, path: Path, threads: int | None = None, package: str | None = None, interpreters: int = 1,
                  kernels: str = "default") -> None:
-        module, self.package = self._module(path, package)
+        module, self.package = _tflite_module(path, package)
         self.kernels = kernels
         options = {}
         if kernels == "builtin":
             resolvers = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType  # tf.lite keeps it there
             options["experimental_op_resolver_type"] = resolvers.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        loaded = [self._load(module, path, _cpu_threads(threads), options) for _ in range(interpreters)]
+        loaded = [self._load(module, path, cpu_threads(threads), options) for _ in range(interpreters)]
         self._pool: queue.SimpleQueue = queue.SimpleQueue()
         for interpreter in loaded:
             self._pool.put(interpreter)
@@ -160,18 +182,6 @@ class TFLiteBackend:
         self.input, self.output = self._info(inp), self._info(out)
         self._in_index, self._out_index = inp["index"], out["index"]
         self.interpreters = interpreters
-
-    @staticmethod
-    def _module(path: Path, package: str | None):
-        if package:
-            return _import(package), package
-        for name in TFLITE_PACKAGES:
-            try:
-                return _import(name), name
-            except BackendError:
-                continue
-        raise BackendError(f"{path}: no TFLite interpreter is installed; install ai-edge-litert (`pip install ai-edge-litert`), "
-                           "or tflite-runtime on Pi images that have numpy<2")
 
     def _load(self, module, path: Path, threads: int, options: dict):
         with native_stderr_captured() as native, warnings.catch_warnings():
@@ -243,7 +253,7 @@ class OnnxBackend:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         ort = _import("onnxruntime")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = _cpu_threads(threads)
+        options.intra_op_num_threads = cpu_threads(threads)
         options.inter_op_num_threads = 1
         try:
             self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

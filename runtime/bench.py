@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from .backends import cpu_threads, import_backend
 from .classifier import Classifier
-from .errors import ConfigError
+from .errors import ConfigError, InceptionEdgeError
 
 
 @dataclass(frozen=True)
@@ -92,22 +93,6 @@ class BenchResult:
         return asdict(self)
 
 
-def _backend_module(clf_backend: str | None, model: Path) -> str:
-    from .backends import MODULES, ONNX_PACKAGES, TFLITE_PACKAGES
-
-    if clf_backend:
-        return MODULES[clf_backend]
-    if model.suffix.lower() == ".onnx":
-        return MODULES[ONNX_PACKAGES[0]]
-    for package in TFLITE_PACKAGES:  # the first one installed is the one the classifier will take
-        try:
-            importlib.metadata.version(package)
-            return MODULES[package]
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return MODULES[TFLITE_PACKAGES[0]]
-
-
 def _status_mb(key: str) -> float | None:
     """A memory figure from /proc/self/status (Linux, so every Pi); None elsewhere."""
     try:
@@ -132,8 +117,7 @@ def _process_age_s() -> float | None:
         return None
 
 
-def _version(module: str) -> str:
-    package = {"ai_edge_litert.interpreter": "ai-edge-litert", "tflite_runtime.interpreter": "tflite-runtime"}.get(module, module)
+def _version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -179,9 +163,9 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     model = Path(cfg.model)
     t0 = time.perf_counter()
     try:
-        importlib.import_module(_backend_module(cfg.backend, model))
-    except ImportError:
-        pass  # the classifier raises the typed error that names the package to install
+        import_backend(model, cfg.backend)
+    except InceptionEdgeError:
+        pass  # the classifier below raises the same typed error, after its checks of the file
     t1 = time.perf_counter()
     clf = Classifier(model, backend=cfg.backend, threads=cfg.threads, interpreters=cfg.interpreters, kernels=cfg.kernels)
     t2 = time.perf_counter()
@@ -218,10 +202,9 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         file_latency = Latency.of(times)
     concurrency = _concurrency(clf, images, cfg.callers, cfg.runs) if cfg.callers else None
     bare, predict = Latency.of(bare_s), Latency.of(predict_s)
-    module = _backend_module(cfg.backend or clf.backend, model)
     return BenchResult(
-        model=str(model), backend=clf.backend, backend_version=_version(module), image_size=size,
-        threads=cfg.threads or (os.cpu_count() or 1), interpreters=cfg.interpreters, kernels=cfg.kernels,
+        model=str(model), backend=clf.backend, backend_version=_version(clf.backend), image_size=size,
+        threads=cpu_threads(cfg.threads), interpreters=cfg.interpreters, kernels=cfg.kernels,
         import_s=t1 - t0, load_s=t2 - t1, first_inference_s=t3 - t2, cold_start_s=cold,
         bare=bare, predict=predict, overhead=predict.p50 / bare.p50 - 1.0, images_per_s=1e3 / predict.mean,
         rss_after_load_mb=rss_after_load, peak_rss_mb=_status_mb("VmHWM"), predict_file=file_latency,
