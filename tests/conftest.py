@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,45 +21,61 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained75(shared_data, tmp_path_factory):
-    """The issue's reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores, once per session).
+def trained75(shared_data, request, tmp_path_factory):
+    """The issue's reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores).
 
-    Tests that write into a model directory must copy it first (see ``model75_copy``).
+    Trained once per version of the code and data and kept in pytest's cache, shared with
+    ``pytest benchmarks/`` (see ``benchmarks.reference``). Tests must never write into it: those
+    that write into a model directory use a copy (``model_dir``).
     """
-    from train import train
-    from train.config import TrainConfig
+    from benchmarks.reference import (
+        cached_trained_model,
+        model_cache_root,
+        reference_train_config,
+    )
+    from train.card import read_card
+    from train.pipeline import TrainResult
 
-    out = tmp_path_factory.mktemp("e2e") / "pneumonia75"
-    cfg = TrainConfig(data=str(shared_data), out=str(out), image_size=75, weights="none", seed=0,
-                      class_names=("normal", "pneumonia"))
-    return cfg, train(cfg)
+    out = cached_trained_model(model_cache_root(request.config, tmp_path_factory), shared_data)
+    cfg = replace(reference_train_config(shared_data, out), overwrite=True)
+    return cfg, TrainResult(out, read_card(out))
 
 
 @pytest.fixture(scope="session")
-def model_dir(trained75, tmp_path_factory):
-    """A copy of the trained model, so exports written into it do not touch other tests."""
-    _, result = trained75
+def exported75(shared_data, request, tmp_path_factory) -> Path:
+    """The reference model with its exports (int8 TFLite, ONNX fp32, int8 pi and x86), built once and cached like
+    ``trained75`` by the export library itself (``benchmarks.reference.export_reference``), at the reference limits."""
+    from benchmarks.reference import cached_reference_model, model_cache_root
+
+    return cached_reference_model(model_cache_root(request.config, tmp_path_factory), shared_data)
+
+
+@pytest.fixture(scope="session")
+def model_dir(exported75, tmp_path_factory):
+    """A copy of the exported reference model, so tests that write into it do not touch the cache or each other."""
     target = tmp_path_factory.mktemp("export") / "pneumonia75"
-    shutil.copytree(result.out, target)
+    shutil.copytree(exported75, target)
     return target
+
+
+def _published(path: Path):
+    import json
+
+    from export.session import ExportResult
+
+    return ExportResult(path, json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8")))
 
 
 @pytest.fixture(scope="session")
 def tflite_result(model_dir):
-    from export.config import TFLiteExportConfig
-    from export.tflite import export_tflite
-
-    # Default kernels only: this small random-init model's builtin-kernel agreement (0.974 on val) misses the
-    # default 0.98 limit; test_builtin_kernels_are_verified_too exercises that second verification.
-    return export_tflite(TFLiteExportConfig(model=str(model_dir), verify_kernels=("default",)))
+    """int8 TFLite, verified on the default kernels only: this small random-init model's builtin-kernel agreement
+    (0.974 on val) misses even the reference limits; test_builtin_kernels_are_verified_too exercises that check."""
+    return _published(model_dir / "model_int8.tflite")
 
 
 @pytest.fixture(scope="session")
 def onnx_results(model_dir):
-    from export.config import OnnxExportConfig
-    from export.onnx import export_onnx
-
-    return export_onnx(OnnxExportConfig(model=str(model_dir), target="x86"))
+    return _published(model_dir / "model_fp32.onnx"), _published(model_dir / "model_int8_x86.onnx")
 
 
 def make_arrays(n_per_class: int = 12, size: int = 28, channels: int | None = None, dtype=np.uint8,

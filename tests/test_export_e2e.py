@@ -12,13 +12,15 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 from sklearn.metrics import roc_auc_score
 
-from conftest import ROOT
-from export.config import OnnxExportConfig, TFLiteExportConfig
+from benchmarks.reference import reference_export_configs
+from export.config import DriftLimits, TFLiteExportConfig
 from runtime.artifact_metadata import read_artifact_metadata
 from runtime.datasets import binary_labels, iter_pixel_batches, load_dataset
 from runtime.fileio import sha256_file
@@ -57,7 +59,7 @@ def _check_report_against(report, labels, float_logits, artifact_logits, card):
         assert got["agreement"] == pytest.approx(np.mean(pos == (p_float >= t)), abs=1e-12)
 
 
-def test_int8_tflite_is_integer_only_takes_raw_uint8_and_stays_within_default_drift(tflite_result, model_dir, test_split):
+def test_int8_tflite_is_integer_only_takes_raw_uint8_and_stays_within_the_reference_limits(tflite_result, model_dir, test_split):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     path = model_dir / "model_int8.tflite"
@@ -110,11 +112,12 @@ def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, mode
     assert correction["applied"] and correction["images"] == 200
     assert abs(correction["logit_shift"] + correction["mean_delta_logit"]) < 1e-4  # removed, to an int32 bias step
     assert {"tensorflow", "ai-edge-litert", "inception-edge"} <= set(meta["versions"])
-    assert TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"}) == \
-        TFLiteExportConfig(model=str(model_dir), verify_kernels=("default",))  # as the fixture made it; JSON list -> tuple
+    saved = TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"})
+    assert saved == reference_export_configs(Path(saved.model))[0]  # as the cache built it (JSON lists -> tuples)
+    assert saved.max_drift == DriftLimits(sensitivity=0.03, specificity=0.03, auc=0.01, agreement=0.97)
 
 
-def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_default_drift(onnx_results, model_dir, test_split):
+def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_the_reference_limits(onnx_results, model_dir, test_split):
     import onnxruntime as ort
 
     fp32, int8 = onnx_results

@@ -52,7 +52,8 @@ def test_stage_packages_import_tensorflow_lazily():
 
 def test_export_imports_converters_lazily():
     code = ("import sys, export, export.config, export.calibration, export.verify, export.session, export.metadata, "
-            "export.publish, export.tflite, export.tflite.__main__, export.onnx, export.onnx.__main__, benchmarks.export_speed\n"
+            "export.publish, export.tflite, export.tflite.__main__, export.onnx, export.onnx.__main__, "
+            "benchmarks.run, benchmarks.report, benchmarks.reference, benchmarks.demo, benchmarks.__main__, benchmarks.worker\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

@@ -196,6 +196,7 @@ def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], 
         "metrics": metrics,
         "class_counts": counts,
         "data": {"path": str(Path(cfg.data).resolve()),
+                 "image_shape": list(data.splits["train"].images.shape[1:]),  # before resizing: what later data must match
                  "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
         "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(seconds, 1)},
         "versions": package_versions(),
