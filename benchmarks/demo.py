@@ -1,4 +1,4 @@
-"""``python -m benchmarks.demo``: the whole pipeline in one command, offline, in about 8 minutes on 2 cores.
+"""``python -m benchmarks.demo``: the whole pipeline in one command, offline, in about 6 minutes on 2 cores.
 
 It trains the reference model (InceptionV3 at 75x75, its minimum, with random weights: nothing
 is downloaded), exports int8 TFLite and ONNX (fp32 and int8, the preset for this CPU family),
@@ -6,8 +6,13 @@ benchmarks every format against the float SavedModel and prints the report. It u
 PneumoniaMNIST arrays when they sit beside the repository; otherwise it generates a small
 synthetic dataset and says so (``benchmarks.reference.synthetic_dataset``: not medical data).
 
+The exports are written whatever their drift (``--max-drift none``) and the benchmark judges them
+against the default limits, so the demo always shows every format and what int8 cost. A real
+export refuses an artifact beyond the limits instead.
+
 At 75x75 with random weights the numbers show the pipeline working, not a clinical model: train
-at 299x299 with ImageNet weights for that (see the README).
+at 299x299 with ImageNet weights for that (see the README). Random weights are also what int8
+handles worst: on the synthetic data the int8 exports flip up to 5% of the test decisions.
 """
 
 from __future__ import annotations
@@ -25,7 +30,6 @@ from runtime.cli import Parser, run_cli
 from runtime.fileio import check_output_dir
 
 from .reference import (
-    REFERENCE_LIMITS_SPEC,
     SHARED_DATA,
     export_reference,
     reference_train_config,
@@ -59,7 +63,7 @@ def run_demo(out: str | Path, data: str | Path | None = None, overwrite: bool = 
     started = time.monotonic()
     out = check_output_dir(out, overwrite)
     model, report = out / "model", out / "benchmark"
-    cfg = BenchmarkConfig(model=str(model), out=str(report), runs=runs, max_drift=REFERENCE_LIMITS_SPEC)  # bad options fail now, not after training
+    cfg = BenchmarkConfig(model=str(model), out=str(report), runs=runs)  # bad options fail now, not after training
     if data is not None and not Path(data).exists():
         from runtime.errors import DataError
 
@@ -71,15 +75,16 @@ def run_demo(out: str | Path, data: str | Path | None = None, overwrite: bool = 
     if data is None:
         if synthetic:
             data = synthetic_dataset(out / "synthetic_data.npz")
-            log.warning("%s not found: using a SYNTHETIC dataset generated in code (%s; 400 + 100 + 150 images per class). "
+            log.warning("%s not found: using a SYNTHETIC dataset generated in code (%s; 400 + 300 + 300 images per class). "
                         "It is not medical data; its numbers only show the pipeline working.", SHARED_DATA, data)
         else:
             data = SHARED_DATA
     log.info("1/3 train: InceptionV3 at 75x75, random weights, seed 0 -> %s", model)
     train(reference_train_config(data, model))
     target = this_machines_onnx_target()
-    log.info("2/3 export: int8 TFLite, ONNX fp32 and int8 (%s preset)", target)
-    export_reference(model, onnx_targets=(target,))
+    log.info("2/3 export: int8 TFLite, ONNX fp32 and int8 (%s preset), written whatever their drift: the benchmark judges it",
+             target)
+    export_reference(model, onnx_targets=(target,), max_drift=None)
     log.info("3/3 benchmark: every format in its own process")
     command = f"python -m benchmarks.demo --out {out}" + ("" if synthetic or data == SHARED_DATA else f" --data {data}")
     note = ("SYNTHETIC data generated in code (benchmarks.reference.synthetic_dataset), not chest X-rays: "
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     def go() -> None:
         result = run_demo(args.out, args.data, args.overwrite, args.runs)
         print((result.report / "benchmark.md").read_text(encoding="utf-8"))
+        print(f"report: {result.report / 'benchmark.md'} (with benchmark.json and plots); model and exports: {result.out / 'model'}")
         if result.synthetic:
             print(f"NOTE: trained and scored on SYNTHETIC data ({result.data}), not on chest X-rays.")
         print(f"done in {result.seconds / 60:.1f} minutes: {result.out}")

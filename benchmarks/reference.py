@@ -150,7 +150,7 @@ def cached_reference_model(cache_root: Path, data: Path) -> Path:
     return destination / "model"
 
 
-def synthetic_dataset(path: Path, seed: int = 0, n_train: int = 400, n_val: int = 100, n_test: int = 150) -> Path:
+def synthetic_dataset(path: Path, seed: int = 0, n_train: int = 400, n_val: int = 300, n_test: int = 300) -> Path:
     """A small labelled dataset made in code, for a fresh clone without the shared data.
 
     Not medical data. Each 28x28 grayscale image is a smooth "chest" silhouette with two darker

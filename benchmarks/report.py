@@ -96,7 +96,7 @@ def markdown(report: dict[str, Any]) -> str:
              (f"- Each format ran in its own process per thread count, after {report['config']['warmup']} warm-up calls; "
               f"latency over {report['config']['runs']} batch-1 calls"), ""]
     head = ["format", "what", "engine", "MB", "load s"] + [f"p50 / p90 ms, {t} thread{'s' if t > 1 else ''}" for t in threads] + \
-        [f"img/s, batch {report['config']['throughput_batch']}", "peak RSS MB", "ROC AUC", "delta AUC"]
+        [f"img/s, batch {report['config']['throughput_batch']}", "peak RSS MB, batch 1 / batch", "ROC AUC", "delta AUC"]
     lines += ["## Speed and size", "", "| " + " | ".join(head) + " |", "| --- | --- | --- |" + " ---: |" * (len(head) - 3)]
     for name, r in formats.items():
         if r["status"] != "ok":
@@ -108,11 +108,14 @@ def markdown(report: dict[str, Any]) -> str:
         auc = acc.get("auc", {})
         lines.append("| " + " | ".join([f"`{name}`", r["description"], r.get("engine") or "-", f"{r['bytes'] / 1e6:.1f}",
                                          _f(r.get("load_s"), ".2f"), *lat, _f(r.get("throughput_images_per_s"), ".1f"),
-                                         _f(r.get("peak_rss_mb"), ".0f"), _f(auc.get("artifact"), ".4f"),
+                                         f"{_f(r.get('peak_rss_mb'), '.0f')} / {_f(r.get('peak_rss_batch_mb'), '.0f')}",
+                                         _f(auc.get("artifact"), ".4f"),
                                          _delta(acc.get("delta_auc")) if name != SAVED_MODEL else "-"]) + " |")
     goal_lines = [g.line() for g in goals(formats)]
     if goal_lines:
         lines += ["", f"## Goals (ratios within this run, p50 at {threads[-1] if threads else '?'} threads)", ""]
+        if size != 299:
+            lines += [f"The goals are set for 299x299, the product's input size; at {size}x{size} they are indicative.", ""]
         lines += [f"- {g}" for g in goal_lines]
     limits = ev.get("drift_limits")
     judged = {n: r["drift_failures"] for n, r in formats.items() if "drift_failures" in r}

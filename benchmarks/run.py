@@ -172,7 +172,7 @@ def _measure(fmt: Format, cfg: BenchmarkConfig, size: int, evaluation: Evaluatio
         row["latency"][str(threads)] = {k: result[k] for k in ("p50_ms", "p90_ms", "mean_ms", "runs")}
         if widest:
             row.update({k: result.get(k) for k in ("engine", "load_s", "first_inference_s", "rss_after_load_mb",
-                                                   "peak_rss_mb", "throughput_images_per_s", "throughput_batch")})
+                                                   "peak_rss_mb", "peak_rss_batch_mb", "throughput_images_per_s", "throughput_batch")})
             row["logits"] = np.load(job.logits, allow_pickle=False)
     row["status"] = "ok"
     return row

@@ -5,7 +5,7 @@ pools, allocator and cache state: measured up to 4x off), and because TensorFlow
 can only be set before it first runs. The parent writes a job file; this process loads the
 model, warms it up, times it, and writes its figures (JSON) and, when asked, its logits on the
 evaluation images (``.npy``). Peak RSS is read before the evaluation pass, so it is the model's
-memory, not the evaluation data's.
+memory, not the evaluation data's: once after the batch-1 calls, once after the batch run.
 """
 
 from __future__ import annotations
@@ -109,7 +109,8 @@ def measure(job: Job) -> dict:
         times.append((time.perf_counter() - s) * 1e3)
     result = {"engine": engine, "threads": job.threads, "load_s": load_s, "first_inference_s": first_s,
               "p50_ms": _percentile(times, 50), "p90_ms": _percentile(times, 90), "mean_ms": float(np.mean(times)),
-              "runs": job.runs, "rss_after_load_mb": rss_after_load}
+              "runs": job.runs, "rss_after_load_mb": rss_after_load,
+              "peak_rss_mb": _status_mb("VmHWM")}  # load and batch-1 calls: what a device classifying one image needs
     if job.throughput_batch:
         batch = np.ascontiguousarray(np.resize(timed, (job.throughput_batch,) + timed.shape[1:]))
         run(batch)  # a new batch size: let the engine allocate before timing
@@ -118,7 +119,7 @@ def measure(job: Job) -> dict:
             run(batch)
         result["throughput_images_per_s"] = job.throughput_batch * job.throughput_runs / (time.perf_counter() - s)
         result["throughput_batch"] = job.throughput_batch
-    result["peak_rss_mb"] = _status_mb("VmHWM")
+        result["peak_rss_batch_mb"] = _status_mb("VmHWM")  # a batch's activations on top
     if job.logits:
         out = np.concatenate([run(np.ascontiguousarray(pixels[s:s + EVAL_BATCH])) for s in range(0, len(pixels), EVAL_BATCH)])
         np.save(job.logits, out.astype(np.float64), allow_pickle=False)
