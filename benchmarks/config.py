@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.config_dicts import config_from_dict
+from runtime.config_dicts import config_from_dict, load_config_json
 from runtime.errors import ConfigError
 
 CONFIG_NAME = "benchmark_config.json"
@@ -75,10 +74,4 @@ class BenchmarkConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> BenchmarkConfig:
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a readable JSON benchmark config ({exc})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(raw)
+        return load_config_json(cls, path, "benchmark")

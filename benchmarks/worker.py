@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.bench import status_mb
 from runtime.errors import InceptionEdgeError, first_line
 from runtime.fileio import atomic_write_json
 
@@ -44,19 +45,6 @@ class Job:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
-
-
-def _status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource  # no /proc (macOS): ru_maxrss is the peak, in bytes there
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20 if key == "VmHWM" else None
 
 
 def _engine(job: Job) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
@@ -95,7 +83,7 @@ def measure(job: Job) -> dict:
     t0 = time.perf_counter()
     run, engine = _engine(job)
     load_s = time.perf_counter() - t0
-    rss_after_load = _status_mb("VmRSS")
+    rss_after_load = status_mb("VmRSS")
     t1 = time.perf_counter()
     run(timed[:1])
     first_s = time.perf_counter() - t1
@@ -110,7 +98,7 @@ def measure(job: Job) -> dict:
     result = {"engine": engine, "threads": job.threads, "load_s": load_s, "first_inference_s": first_s,
               "p50_ms": _percentile(times, 50), "p90_ms": _percentile(times, 90), "mean_ms": float(np.mean(times)),
               "runs": job.runs, "rss_after_load_mb": rss_after_load,
-              "peak_rss_mb": _status_mb("VmHWM")}  # load and batch-1 calls: what a device classifying one image needs
+              "peak_rss_mb": status_mb("VmHWM")}  # load and batch-1 calls: what a device classifying one image needs
     if job.throughput_batch:
         batch = np.ascontiguousarray(np.resize(timed, (job.throughput_batch,) + timed.shape[1:]))
         run(batch)  # a new batch size: let the engine allocate before timing
@@ -119,7 +107,7 @@ def measure(job: Job) -> dict:
             run(batch)
         result["throughput_images_per_s"] = job.throughput_batch * job.throughput_runs / (time.perf_counter() - s)
         result["throughput_batch"] = job.throughput_batch
-        result["peak_rss_batch_mb"] = _status_mb("VmHWM")  # a batch's activations on top
+        result["peak_rss_batch_mb"] = status_mb("VmHWM")  # a batch's activations on top
     if job.logits:
         out = np.concatenate([run(np.ascontiguousarray(pixels[s:s + EVAL_BATCH])) for s in range(0, len(pixels), EVAL_BATCH)])
         np.save(job.logits, out.astype(np.float64), allow_pickle=False)

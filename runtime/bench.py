@@ -93,7 +93,7 @@ class BenchResult:
         return asdict(self)
 
 
-def _status_mb(key: str) -> float | None:
+def status_mb(key: str) -> float | None:
     """A memory figure from /proc/self/status (Linux, so every Pi); None elsewhere."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
@@ -169,7 +169,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     t1 = time.perf_counter()
     clf = Classifier(model, backend=cfg.backend, threads=cfg.threads, interpreters=cfg.interpreters, kernels=cfg.kernels)
     t2 = time.perf_counter()
-    rss_after_load = _status_mb("VmRSS")
+    rss_after_load = status_mb("VmRSS")
     rng = np.random.default_rng(cfg.seed)
     size = clf.image_size
     images = rng.integers(0, 256, size=(8, size, size, 3), dtype=np.uint8)
@@ -207,7 +207,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
         threads=cpu_threads(cfg.threads), interpreters=cfg.interpreters, kernels=cfg.kernels,
         import_s=t1 - t0, load_s=t2 - t1, first_inference_s=t3 - t2, cold_start_s=cold,
         bare=bare, predict=predict, overhead=predict.p50 / bare.p50 - 1.0, images_per_s=1e3 / predict.mean,
-        rss_after_load_mb=rss_after_load, peak_rss_mb=_status_mb("VmHWM"), predict_file=file_latency,
+        rss_after_load_mb=rss_after_load, peak_rss_mb=status_mb("VmHWM"), predict_file=file_latency,
         concurrency=concurrency,
         machine={"platform": platform.platform(), "machine": platform.machine(), "python": sys.version.split()[0],
                  "cpus": str(os.cpu_count()), "numpy": np.__version__},

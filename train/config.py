@@ -7,12 +7,11 @@ wrong; each such default says why.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.config_dicts import config_from_dict
+from runtime.config_dicts import config_from_dict, load_config_json
 from runtime.errors import ConfigError
 from runtime.images import MIN_IMAGE_SIZE, PixelRange
 
@@ -115,10 +114,4 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a readable JSON training config ({exc})") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(raw)
+        return load_config_json(cls, path, "training")
