@@ -22,10 +22,11 @@ from .artifact_metadata import read_artifact_metadata
 from .backends import Backend, open_backend
 from .errors import ConfigError, DataError, ModelFileError
 from .fileio import sha256_file
-from .images import PixelRange, check_pixels, to_model_pixels
+from .images import MIN_IMAGE_SIZE, PixelRange, check_pixels, to_model_pixels
 from .metrics import sigmoid
 
 ImageLike = str | Path | Image.Image | np.ndarray
+MAX_IMAGE_SIZE = 4096  # far above any InceptionV3 export; a larger value is a corrupt or forged file, not a model
 _PIL_TO_RGB = {"RGBA", "P", "LA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL converts to RGB without loss of meaning
 
 
@@ -76,6 +77,17 @@ def _load_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
+def _check_metadata(path: Path, image_size: int, class_names: tuple[str, ...], points: dict[str, float]) -> None:
+    """Refuse metadata a converter would never write: it would size buffers and make decisions, so it must be sane."""
+    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise ModelFileError(f"{path}: embedded image_size {image_size}; expected {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
+    if len(class_names) != 2:
+        raise ModelFileError(f"{path}: embedded class_names {list(class_names)}; expected two names (negative, positive)")
+    bad = {name: t for name, t in points.items() if not 0.0 < t < 1.0}
+    if bad or not points:
+        raise ModelFileError(f"{path}: embedded operating point thresholds {bad or points}; expected probabilities in (0, 1)")
+
+
 class Classifier:
     """A binary classifier exported by ``export/``, ready to predict on a device."""
 
@@ -91,12 +103,17 @@ class Classifier:
             points = {p["name"]: float(p["threshold"]) for p in self.metadata["operating_points"]}
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFileError(f"{self.path}: embedded metadata lacks {exc}; expected image_size, class_names, operating_points") from None
+        _check_metadata(self.path, self.image_size, self.class_names, points)
         if operating_point not in points:
             raise ConfigError(f"--operating-point {operating_point!r}: expected one of {', '.join(points)} (from {self.path.name})")
         self.operating_point, self.threshold = operating_point, points[operating_point]
         self.operating_points = points
         self.pixel_range = PixelRange.parse(pixel_range) if pixel_range else None
         self._backend: Backend = open_backend(self.path, backend, threads, interpreters, kernels)
+        shape = self._backend.input.shape
+        if len(shape) != 4 or tuple(shape[1:]) != (self.image_size, self.image_size, 3):
+            raise ModelFileError(f"{self.path}: embedded metadata says {self.image_size}x{self.image_size} RGB input but the model "
+                                 f"takes shape {list(shape)}; the metadata does not belong to this model")
 
     @property
     def backend(self) -> str:
