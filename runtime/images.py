@@ -51,6 +51,8 @@ def check_pixels(images: np.ndarray, pixel_range: PixelRange | None, source: str
     uint8 images are 0-255 by definition; float images need ``pixel_range``. Works on a
     chunk at a time, so a memory-mapped array is scanned with flat memory.
     """
+    if images.ndim >= 3 and 0 in images.shape[1:3]:
+        raise DataError(f"{source}: images of shape {tuple(images.shape)} have no pixels; expected at least 1x1 per image")
     if images.dtype == np.uint8:
         if pixel_range is not None and pixel_range != UINT8_RANGE:
             raise ConfigError(f"{source}: images are uint8 (0-255); --pixel-range {pixel_range} applies to float images only")
@@ -71,6 +73,8 @@ def check_pixels(images: np.ndarray, pixel_range: PixelRange | None, source: str
 
 
 def _as_channels_last(images: np.ndarray, source: str) -> np.ndarray:
+    if images.ndim in (3, 4) and 0 in images.shape[1:3]:
+        raise DataError(f"{source}: images of shape {tuple(images.shape)} have no pixels; expected at least 1x1 per image")
     if images.ndim == 3:
         return images[..., None]
     if images.ndim == 4 and images.shape[-1] in (1, 3):
