@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import platform
 import shutil
 import sys
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 from runtime.cli import Parser, run_cli
 from runtime.fileio import check_output_dir
 
+from .formats import this_machines_onnx_target
 from .reference import (
     SHARED_DATA,
     export_reference,
@@ -46,11 +46,6 @@ class DemoResult:
     synthetic: bool
     report: Path
     seconds: float
-
-
-def this_machines_onnx_target() -> str:
-    """The ONNX int8 preset for this CPU: int8 activations on ARM, uint8 on x86 (2.5x faster there)."""
-    return "pi" if platform.machine().lower() in ("aarch64", "arm64", "armv8l") else "x86"
 
 
 def run_demo(out: str | Path, data: str | Path | None = None, overwrite: bool = False, runs: int = 30) -> DemoResult:

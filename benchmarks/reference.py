@@ -5,7 +5,8 @@ one takes minutes, so it is built once per combination of code, data and version
 cache directory: the key hashes every source file of ``train/``, ``export/`` and ``runtime/``,
 the data file's sha256 and the versions of the packages that shape the numbers, so an edit to
 any of them builds a fresh model instead of testing a stale one. Each entry is written to a
-temporary sibling and renamed into place, so a killed build leaves no half entry.
+temporary sibling and renamed into place (``runtime.fileio.staged_output_dir``), so a killed build
+leaves no half entry.
 
 It also generates the demo's fallback data when the shared PneumoniaMNIST file is absent.
 """
@@ -13,10 +14,10 @@ It also generates the demo's fallback data when the shared PneumoniaMNIST file i
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import shutil
-import tempfile
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 
 from export.config import DriftLimits
 from runtime.errors import DriftError
-from runtime.fileio import sha256_file
+from runtime.fileio import atomic_write_bytes, sha256_file, staged_output_dir
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,7 +44,6 @@ REFERENCE_EXPORTS = ("model_int8.tflite", "model_fp32.onnx", "model_int8.onnx", 
 REFERENCE_LIMITS_SPEC = "sensitivity=0.03,specificity=0.03,auc=0.01,agreement=0.97"
 REFERENCE_LIMITS = DriftLimits.parse(REFERENCE_LIMITS_SPEC)
 _KEY_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow")
-_COMPLETE = ".complete"
 
 
 def reference_train_config(data: str | Path, out: str | Path):
@@ -70,21 +70,6 @@ def cache_key(data: str | Path, *parts: str) -> str:
     for part in parts:
         h.update(part.encode())
     return h.hexdigest()[:16]
-
-
-def _publish(build, destination: Path) -> Path:
-    """Run ``build(stage)`` in a temporary sibling of ``destination``, then rename it into place."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.tmp-"))
-    try:
-        build(stage)
-        (stage / _COMPLETE).write_text("", encoding="utf-8")
-        if destination.exists():
-            shutil.rmtree(destination)
-        stage.rename(destination)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return destination
 
 
 def cached_trained_model(cache_root: Path, data: Path) -> Path:
@@ -136,17 +121,12 @@ def cached_reference_model(cache_root: Path, data: Path) -> Path:
     trained = cached_trained_model(cache_root, data)
     configs = [c.to_dict() for c in reference_export_configs(Path("MODEL"))]
     destination = Path(cache_root) / f"exported-{cache_key(data, trained.parent.name, json.dumps(configs, sort_keys=True))}"
-    if (destination / _COMPLETE).is_file():
-        return destination / "model"
-
-    def build(stage: Path) -> None:
-        # Exports read the training data and card from the model directory, so they run in the copy in place.
-        copy = stage / "model"
-        shutil.copytree(trained, copy)
-        export_reference(copy)
-
-    # The card's paths are relative to the card, so renaming the staged copy keeps it valid.
-    _publish(build, destination)
+    if not destination.exists():  # staged and renamed whole, so an entry that exists is complete
+        with staged_output_dir(destination, overwrite=False) as stage:
+            # Exports read the card and data from the model directory, so they run in the staged copy; the card's
+            # paths are relative to the card, so the rename keeps it valid.
+            shutil.copytree(trained, stage / "model")
+            export_reference(stage / "model")
     return destination / "model"
 
 
@@ -179,10 +159,10 @@ def synthetic_dataset(path: Path, seed: int = 0, n_train: int = 400, n_val: int 
         rng.shuffle(labels)
         arrays[f"{name}_images"] = np.stack([image(bool(y)) for y in labels])
         arrays[f"{name}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".npz", delete=False) as tmp:
-        np.savez_compressed(tmp, **arrays)
-    Path(tmp.name).replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.reference import SHARED_DATA  # beside the repository, as in CI
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data" / "pneumoniamnist_balanced.npz"
 
 
 @pytest.fixture(scope="session")
