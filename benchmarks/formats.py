@@ -38,6 +38,7 @@ class Format:
     precision: str  # "float32", "float16", "dynamic" or "int8"
     target: str | None = None  # the ONNX int8 preset ("pi" or "x86"), else None
     error: str | None = None  # why the export or its metadata failed; the row is then reported, not run
+    float_layers: int = 0  # layers an int8 export kept in float (``--fallback auto``)
 
     @property
     def int8(self) -> bool:
@@ -47,7 +48,8 @@ class Format:
     def description(self) -> str:
         engine = {"saved_model": "TensorFlow", "tflite": "TFLite", "onnx": "ONNX"}[self.kind]
         preset = f", {self.target} preset" if self.target else ""
-        return f"{engine} {self.precision}{preset}"
+        fallback = f", {self.float_layers} layers float" if self.float_layers else ""
+        return f"{engine} {self.precision}{preset}{fallback}"
 
     def suits_this_machine(self) -> bool:
         """False for an ONNX preset tuned for the other CPU family (int8 activations for ARM, uint8 for x86)."""
@@ -68,11 +70,12 @@ def _from_artifact(path: Path) -> Format:
         artifact = read_artifact_metadata(path).get("artifact") or {}
     except InceptionEdgeError as exc:
         return Format(path.name, path, kind, "unknown", error=first_line(exc))
+    float_layers = len(artifact.get("float_layers") or [])
     if kind == "tflite":
         precision = {"int8": "int8", "float16": "float16", "dynamic": "dynamic"}.get(str(artifact.get("mode")), "unknown")
-        return Format(path.name, path, kind, precision)
+        return Format(path.name, path, kind, precision, float_layers=float_layers)
     precision = "int8" if artifact.get("precision") == "int8" else "float32"
-    return Format(path.name, path, kind, precision, target=artifact.get("target"))
+    return Format(path.name, path, kind, precision, target=artifact.get("target"), float_layers=float_layers)
 
 
 def _from_rejected(report_path: Path) -> Format:

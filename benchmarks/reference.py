@@ -130,6 +130,41 @@ def cached_reference_model(cache_root: Path, data: Path) -> Path:
     return destination / "model"
 
 
+HARD_CASE_EXPORTS = ("model_int8.tflite", "model_int8_fallback.tflite")  # plus the ONNX pair of this CPU's preset
+
+
+def hard_case_export_configs(model_dir: Path, target: str) -> list:
+    """Plain int8 written whatever its drift (so the benchmark can show it), then the fallback at ``REFERENCE_LIMITS``."""
+    from export.config import OnnxExportConfig, TFLiteExportConfig
+
+    common = {"model": str(model_dir)}
+    return [TFLiteExportConfig(**common, verify_kernels=("default",), max_drift=None),
+            TFLiteExportConfig(**common, verify_kernels=("default",), max_drift=REFERENCE_LIMITS, fallback="auto"),
+            OnnxExportConfig(**common, target=target, max_drift=None),
+            OnnxExportConfig(**common, target=target, max_drift=REFERENCE_LIMITS, fallback="auto")]
+
+
+def cached_hard_case(cache_root: Path, data: Path) -> Path:
+    """The reference model made hard to quantize (``benchmarks.hard_case``), with plain and fallback int8 exports."""
+    from benchmarks import hard_case
+    from benchmarks.formats import this_machines_onnx_target
+    from export.config import TFLiteExportConfig
+    from export.onnx import export_onnx
+    from export.tflite import export_tflite
+
+    trained = cached_trained_model(cache_root, data)
+    configs = hard_case_export_configs(Path("MODEL"), this_machines_onnx_target())
+    key = cache_key(data, trained.parent.name, Path(hard_case.__file__).read_text(encoding="utf-8"),
+                    json.dumps([c.to_dict() for c in configs], sort_keys=True))
+    destination = Path(cache_root) / f"hard-{key}"
+    if not destination.exists():
+        with staged_output_dir(destination, overwrite=False) as stage:
+            model = hard_case.build_hard_case(trained, stage / "model")
+            for cfg in hard_case_export_configs(model, this_machines_onnx_target()):
+                export_tflite(cfg) if isinstance(cfg, TFLiteExportConfig) else export_onnx(cfg)
+    return destination / "model"
+
+
 def synthetic_dataset(path: Path, seed: int = 0, n_train: int = 400, n_val: int = 300, n_test: int = 300) -> Path:
     """A small labelled dataset made in code, for a fresh clone without the shared data.
 

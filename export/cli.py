@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import DriftLimits, ExportConfig
+from .config import FALLBACK_MODES, DriftLimits, ExportConfig
 from .session import ExportResult, summary_line
 
 DRIFT_HELP = ("KEY=VALUE,... over the defaults sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98 "
@@ -31,13 +31,25 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="int8: keep the converter's output as is instead of removing the mean logit shift that int8 "
                         "rounding adds (measured on the calibration images)")
     c.add_argument("--threads", type=int, default=None, help="threads for verification (default: every core)")
+    q = p.add_argument_group("accuracy-aware int8")
+    q.add_argument("--layer-report-images", type=int, default=d["layer_report_images"].default,
+                   help="at most this many calibration images, on which each layer's int8 error is measured and ranked in the report "
+                        "(0: no per-layer report)")
+    q.add_argument("--fallback", default=d["fallback"].default, choices=FALLBACK_MODES,
+                   help="auto: if int8 breaks --max-drift on the val split, keep the worst layers of the per-layer report in "
+                        "float, one per step, until it holds; writes NAME_fallback (e.g. model_int8_fallback.tflite) and "
+                        "reports the layers kept float and the latency each cost. off: fail as usual")
+    q.add_argument("--fallback-max-layers", type=int, default=d["fallback_max_layers"].default,
+                   help="most fallback steps (one ranked layer and the ops reading its output each) before giving up")
 
 
 def common_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "out": args.out, "overwrite": args.overwrite, "data": args.data,
             "calibration_data": args.calibration_data, "calibration_size": args.calibration_size,
             "calibration_seed": args.calibration_seed, "max_drift": DriftLimits.parse(args.max_drift),
-            "threads": args.threads, "bias_correction": args.bias_correction}
+            "threads": args.threads, "bias_correction": args.bias_correction,
+            "layer_report_images": args.layer_report_images, "fallback": args.fallback,
+            "fallback_max_layers": args.fallback_max_layers}
 
 
 def print_result(result: ExportResult) -> None:

@@ -18,12 +18,14 @@ import numpy as np
 
 from runtime.backends import open_backend
 from runtime.datasets import Dataset
+from runtime.errors import DataError
 
 from .calibration import CalibrationSample, calibration_split, draw_calibration
 from .config import ExportConfig
 from .publish import check_destination, publish
 from .source import ModelSource, open_model_dir, open_training_data
 from .verify import (
+    SELECTION_SPLIT,
     LabelledPixels,
     artifact_logits,
     saved_model_logits,
@@ -115,6 +117,21 @@ class ExportSession:
         """The artifact's logits on every verification split, and the backend package that ran it."""
         backend = open_backend(path, threads=self.cfg.threads, kernels=kernels)
         return artifact_logits(backend, self.verify_data()), backend.package
+
+    def selection_failures(self, path: Path, kernel_sets: tuple[str, ...] = ("default",)) -> list[str]:
+        """Drift failures of ``path`` on the validation split alone, on every kernel set: the fallback's stopping rule.
+
+        The test split is left out so that the final verification still scores it as held-out data.
+        """
+        data = [d for d in self.verify_data() if d.name == SELECTION_SPLIT]
+        if not data:
+            raise DataError(f"{self.dataset.path}: no {SELECTION_SPLIT!r} split; --fallback auto chooses layers on it")
+        failures = []
+        for kernels in kernel_sets:
+            logits = artifact_logits(open_backend(path, threads=self.cfg.threads, kernels=kernels), data)
+            report = verify_artifact(logits, data, self.reference(), self.source.card["operating_points"], self.cfg.max_drift)
+            failures += [f if kernels == "default" else f"{kernels} kernels: {f}" for f in report["failures"]]
+        return failures
 
     def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
                            extra: dict[str, Any] | None = None,

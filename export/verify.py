@@ -22,6 +22,7 @@ from runtime.metrics import binary_metrics, roc_auc, sigmoid
 from .config import DriftLimits
 
 VERIFY_SPLITS = ("val", "test")
+SELECTION_SPLIT = "val"  # where choices (the fallback's layers) are made; test stays held out
 _BATCH = 32
 
 

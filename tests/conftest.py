@@ -52,6 +52,15 @@ def exported75(shared_data, request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def hard75(shared_data, request, tmp_path_factory) -> Path:
+    """The reference model with one tensor made hard to quantize (``benchmarks.hard_case``), exported plain int8
+    (written whatever its drift) and with ``--fallback auto``, for TFLite and this CPU's ONNX preset; cached."""
+    from benchmarks.reference import cached_hard_case, model_cache_root
+
+    return cached_hard_case(model_cache_root(request.config, tmp_path_factory), shared_data)
+
+
+@pytest.fixture(scope="session")
 def model_dir(exported75, tmp_path_factory):
     """A copy of the exported reference model, so tests that write into it do not touch the cache or each other."""
     target = tmp_path_factory.mktemp("export") / "pneumonia75"

@@ -106,6 +106,10 @@ CASES = [
     Case("onnx calibration not images", "export.onnx", lambda w, m: ["--model", str(m), "--out", str(w / "o"),
                                                                       "--calibration-data", _file(w, "cal.txt", b"x")], "cal.txt"),
     Case("onnx unknown target", "export.onnx", lambda w, m: ["--model", str(m), "--target", "arm"], "'arm'"),
+    Case("tflite fallback without limits", "export.tflite", lambda w, m: ["--model", str(m), "--out", str(w / "o"), "--fallback",
+                                                                          "auto", "--max-drift", "none"], "--max-drift none"),
+    Case("onnx fallback no steps", "export.onnx", lambda w, m: ["--model", str(m), "--out", str(w / "o"), "--fallback", "auto",
+                                                                "--fallback-max-layers", "0"], "--fallback-max-layers 0"),
     Case("onnx old opset", "export.onnx", lambda w, m: ["--model", str(m), "--out", str(w / "o"), "--opset", "11"], "--opset 11"),
     # runtime
     Case("predict missing model", "runtime", lambda w, m: ["predict", str(w / "nope.tflite"), _png(w)], "nope.tflite"),

@@ -21,6 +21,8 @@ from runtime.errors import ExportError
 from runtime.fileio import sha256_file
 
 from ..config import OnnxExportConfig
+from ..fallback import log_ranking, measure_latency, search
+from ..layer_errors import LayerError, layer_report, rank
 from ..metadata import build_metadata, embed_onnx
 from ..publish import sidecar_path, staged_file
 from ..session import ExportResult, ExportSession
@@ -39,16 +41,11 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
     An fp32 model already published from the same SavedModel (checked by sha256) is reused
     rather than refused, so exporting a second target needs no ``--overwrite``.
     """
-    import onnx
-
-    from . import convert
-
     source = open_model_dir(cfg.model)
     fp32_dest = Path(cfg.out or source.directory) / cfg.fp32_name
     reused = None if cfg.overwrite else reusable_fp32(fp32_dest, source.card, cfg.opset)
     names = [cfg.int8_name] if reused else [cfg.fp32_name, cfg.int8_name]
     session = ExportSession.open(cfg, names, needs_calibration=True, source=source)
-    calibration = session.calibration()
     int8_dest = session.out_dir / cfg.int8_name
     results = []
     with tempfile.TemporaryDirectory(prefix="inception-edge-onnx-") as tmp:  # scratch (~3x the model) outside the destination
@@ -61,25 +58,70 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
             fp32_file = work / cfg.fp32_name
             results.append(_export_fp32(session, cfg, fp32_file, fp32_dest))
 
-        start = time.perf_counter()
-        int8_raw = work / "int8.onnx"
-        settings = convert.quantize_int8(fp32_file, int8_raw, calibration.pixels, ACTIVATION_TYPE[cfg.target],
-                                         cfg.calibration_method, work)
-        int8_seconds = round(time.perf_counter() - start, 2)
-        int8_model = onnx.load(str(int8_raw))
-        if cfg.bias_correction:
-            measured = session.logit_shift(int8_raw)
-            settings["bias_correction"] = {**measured, **convert.shift_output(int8_model, -measured["mean_delta_logit"])}
-            log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images", measured["mean_delta_logit"],
-                     measured["images"])
-        int8_meta = build_metadata(session.source, {"format": "onnx", "precision": "int8", "opset": cfg.opset,
-                                                    "target": cfg.target, "quantization": settings},
-                                   {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)
+        int8_model, int8_meta, extra = _int8(session, cfg, fp32_file, work)
         embed_onnx(int8_model, int8_meta)
         with staged_file(int8_dest) as staged:
             staged.write_bytes(int8_model.SerializeToString())
-            results.append(session.verify_and_publish(staged, int8_dest, int8_meta, {"convert_seconds": int8_seconds}))
+            results.append(session.verify_and_publish(staged, int8_dest, int8_meta, extra))
     return results
+
+
+def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: Path
+          ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Calibrate once; rank the layers; build plain int8 or, with ``--fallback auto``, search. Returns the
+    model to publish, its metadata and the sidecar's extra sections."""
+    import onnx
+
+    from . import convert, layers
+
+    calibration = session.calibration()
+    start = time.perf_counter()
+    plan = convert.calibrate_int8(fp32_file, calibration.pixels, ACTIVATION_TYPE[cfg.target], cfg.calibration_method, work)
+    built: dict[int, tuple[Path, dict[str, Any]]] = {}
+
+    def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
+        if step in built:
+            return built[step]
+        raw, path = work / f"step{step}.raw.onnx", work / f"step{step}.onnx"
+        convert.write_int8(plan, raw, float_nodes)
+        model = onnx.load(str(raw))
+        record: dict[str, Any] = {"bias_correction": None}
+        if cfg.bias_correction:
+            measured = session.logit_shift(raw)
+            record["bias_correction"] = {**measured, **convert.shift_output(model, -measured["mean_delta_logit"])}
+            log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images",
+                     measured["mean_delta_logit"], measured["images"])
+        onnx.save(model, str(path))
+        built[step] = path, record
+        return built[step]
+
+    extra: dict[str, Any] = {}
+    ranking: list[LayerError] = []
+    plain, record = build([], 0)
+    if cfg.layer_report_images:
+        images = calibration.pixels[:cfg.layer_report_images]
+        ranking = rank(layers.layer_errors(work / "step0.raw.onnx", plan.prepared, images, work))
+        extra["layer_errors"] = layer_report(ranking, len(images), "QDQ activations before and after their "
+                                                                   "QuantizeLinear/DequantizeLinear pair (onnxruntime, no fusion)")
+        log_ranking(ranking)
+    settings = dict(plan.settings)
+    path, float_layers = plain, []
+    if cfg.fallback == "auto":
+        prepared = onnx.load(str(plan.prepared))
+        outcome = search(ranking, lambda layer: layers.fallback_group(prepared, layer.tensor), build,
+                         lambda p: session.selection_failures(p), cfg.fallback_max_layers)
+        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads)
+        extra["fallback"] = outcome.report(cfg.fallback_max_layers, cfg.threads)
+        outcome.log_costs()
+        path, record, float_layers = outcome.final.path, outcome.final.build, outcome.float_layers
+        settings["nodes_to_exclude"] = outcome.final.float_nodes
+    settings["bias_correction"] = record["bias_correction"]
+    extra["convert_seconds"] = round(time.perf_counter() - start, 2)
+    precision = {"precision": "int8", "float_layers": float_layers}
+    meta = build_metadata(session.source, {"format": "onnx", **precision, "opset": cfg.opset, "target": cfg.target,
+                                           "quantization": settings},
+                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)
+    return onnx.load(str(path)), meta, extra
 
 
 def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, destination: Path) -> ExportResult:

@@ -12,6 +12,7 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ class _Reader:
 
 # Ops whose output reuses their input's scale in onnxruntime's QDQ quantizer; a Concat's inputs and
 # output are tied through them into one group, as TFLite ties them.
-_SAME_SCALE_OPS = ("MaxPool", "AveragePool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
+SAME_SCALE_OPS = ("MaxPool", "AveragePool", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten")
 _ACTIVATION_BYTES_75 = 4.0e6  # float activations InceptionV3 produces per 75x75 image (measured 3.95 MiB)
 _CHUNK_BUDGET_BYTES = 1.0e9  # activations the histogram calibrators may hold at once
 
@@ -113,7 +114,7 @@ def concat_shared_ranges(model_path: Path, ranges: Any) -> dict[str, list[dict[s
         if node.op_type == "Concat":
             for name in node.input:
                 parent[root(name)] = root(node.output[0])
-        elif node.op_type in _SAME_SCALE_OPS:
+        elif node.op_type in SAME_SCALE_OPS:
             parent[root(node.input[0])] = root(node.output[0])
     groups: dict[str, list[str]] = {}
     for name in list(parent):
@@ -133,12 +134,21 @@ def concat_shared_ranges(model_path: Path, ranges: Any) -> dict[str, list[dict[s
 PERCENTILE = 99.9999  # clips one activation in a million: calibration outliers stop stretching the range
 
 
-def quantize_int8(fp32_path: Path, destination: Path, calibration: np.ndarray, activation_type: str,
-                  method: str, work_dir: Path) -> dict[str, Any]:
-    """Static QDQ quantization with per-channel int8 weights; returns the settings used (for the report).
+@dataclass(frozen=True)
+class Int8Plan:
+    """A calibrated quantization, ready to be written with any set of nodes left in float."""
 
-    Two passes of ``quantize_static``: the first calibrates (in chunks) and caches the ranges,
-    the second ties each Concat group to one range and writes the model.
+    prepared: Path  # the fp32 model after onnxruntime's pre-processing; node names refer to it
+    options: dict[str, Any]  # extra_options of the writing pass, including the Concat overrides
+    common: dict[str, Any]  # quantize_static keyword arguments both passes share
+    settings: dict[str, Any]  # what the report records
+
+
+def calibrate_int8(fp32_path: Path, calibration: np.ndarray, activation_type: str, method: str, work_dir: Path) -> Int8Plan:
+    """Pre-process, calibrate (in chunks) and cache the ranges; tie each Concat group to one range.
+
+    Calibration is the slow pass; :func:`write_int8` then writes the QDQ model from the cache as
+    often as the fallback needs, with different nodes excluded.
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -162,13 +172,21 @@ def quantize_int8(fp32_path: Path, destination: Path, calibration: np.ndarray, a
               "calibrate_method": {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                                    "percentile": CalibrationMethod.Percentile}[method],
               "calibration_cache_path": str(cache)}
-    quantize_static(str(prepared), str(destination), _Reader(INPUT_NAME, calibration), extra_options=options, **common)
+    quantize_static(str(prepared), str(work_dir / "calibration_pass.onnx"), _Reader(INPUT_NAME, calibration),
+                    extra_options=options, **common)
     overrides = concat_shared_ranges(prepared, load_tensors_data(str(cache)))
-    quantize_static(str(prepared), str(destination), None, extra_options={**options, "TensorQuantOverrides": overrides},
-                    **common)
-    return {"format": "QDQ", "per_channel": True, "weight_type": "int8", "activation_type": activation_type,
-            "calibration_method": method, "percentile": PERCENTILE if method == "percentile" else None,
-            "calibration_chunk": stride, "concat_shared_ranges": len(overrides)}
+    settings = {"format": "QDQ", "per_channel": True, "weight_type": "int8", "activation_type": activation_type,
+                "calibration_method": method, "percentile": PERCENTILE if method == "percentile" else None,
+                "calibration_chunk": stride, "concat_shared_ranges": len(overrides)}
+    return Int8Plan(prepared, {**options, "TensorQuantOverrides": overrides}, common, settings)
+
+
+def write_int8(plan: Int8Plan, destination: Path, float_nodes: list[str] | None = None) -> None:
+    """Write the QDQ model from the cached ranges, with ``float_nodes`` (node names) left in float."""
+    from onnxruntime.quantization import quantize_static
+
+    quantize_static(str(plan.prepared), str(destination), None, extra_options=plan.options,
+                    nodes_to_exclude=list(float_nodes or []), **plan.common)
 
 
 def shift_output(model: Any, shift: float) -> dict[str, Any]:

@@ -9,8 +9,11 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from ..config import TFLiteExportConfig
+from ..fallback import log_ranking, measure_latency, search
+from ..layer_errors import LayerError, layer_report, rank
 from ..metadata import build_metadata, embed_tflite
 from ..publish import staged_file
 from ..session import ExportResult, ExportSession
@@ -19,52 +22,102 @@ log = logging.getLogger("export")
 
 __all__ = ["TFLiteExportConfig", "export_tflite"]
 
+_PRECISION = {"int8": "int8 weights and activations (per-channel weights)",
+              "float16": "float16 weights, float32 compute", "dynamic": "int8 weights, float activations"}
+
 
 def export_tflite(cfg: TFLiteExportConfig) -> ExportResult:
     """Convert, embed metadata, verify against the float SavedModel and publish one ``.tflite``."""
+    session = ExportSession.open(cfg, [cfg.artifact_name], needs_calibration=cfg.mode == "int8")
+    if cfg.mode != "int8":
+        return _export_float(session, cfg)
+    with tempfile.TemporaryDirectory(prefix="inception-edge-tflite-") as tmp:
+        return _export_int8(session, cfg, Path(tmp))
+
+
+def _export_float(session: ExportSession, cfg: TFLiteExportConfig) -> ExportResult:
     from . import convert
 
-    session = ExportSession.open(cfg, [cfg.artifact_name], needs_calibration=cfg.mode == "int8")
-    calibration = session.calibration() if cfg.mode == "int8" else None
     start = time.perf_counter()
-    blob = convert.convert(str(session.source.saved_model), cfg.mode, cfg.input_type,
-                           None if calibration is None else calibration.pixels)
-    model = convert.read_model(blob)
-    if cfg.mode == "int8":
-        input_quantization = convert.pin_input_quantization(model, cfg.input_type)
-        input_spec = {"dtype": cfg.input_type, "quantization": input_quantization}
-        leftover = convert.float_kernels(model)
-        if leftover:
-            raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
-    else:
-        input_spec = {"dtype": "float32", "quantization": None}
-    correction = None
-    if cfg.mode == "int8" and cfg.bias_correction:
-        correction = _correct_bias(session, model, cfg.artifact_name)
+    model = convert.read_model(convert.convert(str(session.source.saved_model), cfg.mode))
     seconds = round(time.perf_counter() - start, 2)
-    precision = {"int8": "int8 weights and activations (per-channel weights)",
-                 "float16": "float16 weights, float32 compute", "dynamic": "int8 weights, float activations"}[cfg.mode]
-    metadata = build_metadata(session.source, {"format": "tflite", "mode": cfg.mode, "precision": precision,
-                                               "bias_correction": correction},
-                              input_spec, None if calibration is None else calibration.record)
+    metadata = build_metadata(session.source, {"format": "tflite", "mode": cfg.mode, "precision": _PRECISION[cfg.mode],
+                                               "bias_correction": None},
+                              {"dtype": "float32", "quantization": None}, None)
+    return _publish(session, cfg, model, metadata, {"convert_seconds": seconds})
+
+
+def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) -> ExportResult:
+    """Calibrate once; rank the layers; build plain int8 or, with ``--fallback auto``, search; publish."""
+    from . import convert, layers
+
+    calibration = session.calibration()
+    start = time.perf_counter()
+    calibrated = convert.calibrate(str(session.source.saved_model), calibration.pixels)
+    builds: dict[int, Any] = {}
+
+    def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
+        model = convert.read_model(convert.quantize(calibrated, cfg.input_type, float_nodes, cfg.artifact_name))
+        record: dict[str, Any] = {"input_quantization": convert.pin_input_quantization(model, cfg.input_type)}
+        leftover = convert.float_kernels(model)
+        if leftover and not float_nodes:
+            raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
+        record["float_kernels"] = leftover
+        record["bias_correction"] = _correct_bias(session, model, work / f"probe{step}.tflite") if cfg.bias_correction else None
+        path = work / f"step{step}.tflite"
+        path.write_bytes(convert.write_model(model))
+        builds[step] = model
+        return path, record
+
+    ranking: list[LayerError] = []
+    extra: dict[str, Any] = {}
+    if cfg.layer_report_images:
+        images = calibration.pixels[:cfg.layer_report_images]
+        ranking = rank(layers.layer_errors(calibrated, images))
+        extra["layer_errors"] = layer_report(ranking, len(images), "TFLite QuantizationDebugger (NumericVerify: each op "
+                                                                   "in int8 vs float on the same dequantized inputs)")
+        log_ranking(ranking)
+    if cfg.fallback == "auto":
+        outcome = search(ranking, lambda layer: layers.fallback_group(builds[0], layer.tensor), build,
+                         lambda path: session.selection_failures(path, cfg.verify_kernels), cfg.fallback_max_layers)
+        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads)
+        extra["fallback"] = outcome.report(cfg.fallback_max_layers, cfg.threads)
+        outcome.log_costs()
+        final, record, float_layers = builds[len(outcome.steps) - 1], outcome.final.build, outcome.float_layers
+    else:
+        _, record = build([], 0)
+        final, float_layers = builds[0], []
+    seconds = round(time.perf_counter() - start, 2)
+    precision = _PRECISION["int8"] + (f"; {len(float_layers)} layers kept float: {', '.join(float_layers)}"
+                                      if float_layers else "")
+    metadata = build_metadata(session.source, {"format": "tflite", "mode": "int8", "precision": precision,
+                                               "bias_correction": record["bias_correction"],
+                                               "float_layers": float_layers},
+                              {"dtype": cfg.input_type, "quantization": record["input_quantization"]}, calibration.record)
+    extra.update(convert_seconds=seconds, float_kernels=record["float_kernels"])
+    return _publish(session, cfg, final, metadata, extra)
+
+
+def _publish(session: ExportSession, cfg: TFLiteExportConfig, model: Any, metadata: dict[str, Any],
+             extra: dict[str, Any]) -> ExportResult:
+    from . import convert
+
     embed_tflite(model, metadata)
     destination = session.out_dir / cfg.artifact_name
     with staged_file(destination) as staged:
         staged.write_bytes(convert.write_model(model))
-        log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, seconds, staged.stat().st_size / 1e6)
+        log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, extra["convert_seconds"], staged.stat().st_size / 1e6)
         return session.verify_and_publish(staged, destination, metadata,
-                                          {"kernels": convert.kernel_inventory(model), "convert_seconds": seconds},
+                                          {"kernels": convert.kernel_inventory(model), **extra},
                                           kernel_sets=cfg.verify_kernels)
 
 
-def _correct_bias(session: ExportSession, model: object, name: str) -> dict[str, object]:
+def _correct_bias(session: ExportSession, model: object, probe: Path) -> dict[str, object]:
     """Measure the int8 model's mean logit shift on the calibration images and remove it from the output bias."""
     from . import convert
 
-    with tempfile.TemporaryDirectory(prefix="inception-edge-tflite-") as tmp:
-        probe = Path(tmp) / name
-        probe.write_bytes(convert.write_model(model))
-        measured = session.logit_shift(probe)
+    probe.write_bytes(convert.write_model(model))
+    measured = session.logit_shift(probe)
     done = convert.shift_output_bias(model, -measured["mean_delta_logit"])
     log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images; output bias shifted by %+.4f",
              measured["mean_delta_logit"], measured["images"], done.get("logit_shift", 0.0))

@@ -1,8 +1,9 @@
 """SavedModel to TFLite: the converter call per mode, exact integer input, and a kernel inventory.
 
 Full-integer int8 follows the TensorFlow post-training guide: a representative dataset,
-``TFLITE_BUILTINS_INT8`` only (conversion fails rather than fall back to a float kernel), per-
-channel weights (the converter's default), integer input and output.
+``TFLITE_BUILTINS_INT8`` only, per-channel weights (the converter's default), integer input and
+output. It runs in the converter's two steps, calibration and quantization, so that the
+per-layer debugger and the float fallback reuse one calibration (:func:`calibrate`, :func:`quantize`).
 
 The converter derives the input's scale from the calibration images' pixel range, e.g. 0-248
 gives scale 0.9725: raw pixels would then need float maths on the device, and pixels above 248
@@ -29,32 +30,64 @@ _BIASED_OPS = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2}  # op
 _INTEGER_TYPES = {"INT8", "UINT8", "INT32"}
 
 
-def convert(saved_model_dir: str, mode: str, input_type: str, calibration: np.ndarray | None) -> bytes:
-    """Run the TFLite converter; converter failures become :class:`ExportError` with their first line."""
+def _converter(saved_model_dir: str, mode: str) -> Any:
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "int8":
-        if calibration is None:
-            raise ValueError("int8 conversion needs calibration images")
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            for i in range(len(calibration)):
-                yield [calibration[i:i + 1].astype(np.float32)]
-
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.uint8 if input_type == "uint8" else tf.int8
-        converter.inference_output_type = tf.int8
-    elif mode == "float16":
+    if mode == "float16":
         converter.target_spec.supported_types = [tf.float16]
     # "dynamic": Optimize.DEFAULT without a representative dataset = int8 weights, float activations
+    return converter
+
+
+def _run(what: str, saved_model_dir: str, call: Any) -> bytes:
+    """Converter failures become :class:`ExportError` with their first line."""
     try:
-        return bytes(converter.convert())
+        return bytes(call())
     except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError, ...
         lines = [line for line in str(exc).splitlines() if line.strip()]
-        raise ExportError(f"{saved_model_dir}: the TFLite converter failed ({lines[0] if lines else type(exc).__name__})") from exc
+        raise ExportError(f"{saved_model_dir}: the TFLite {what} failed ({lines[0] if lines else type(exc).__name__})") from exc
+
+
+def convert(saved_model_dir: str, mode: str) -> bytes:
+    """float16 or dynamic-range conversion (int8 goes through :func:`calibrate` and :func:`quantize`)."""
+    if mode not in ("float16", "dynamic"):
+        raise ValueError(f"convert() makes float16 and dynamic models, not {mode}")
+    return _run("converter", saved_model_dir, _converter(saved_model_dir, mode).convert)
+
+
+def calibrate(saved_model_dir: str, calibration: np.ndarray) -> bytes:
+    """The float model with every tensor's calibrated range recorded: the input of every int8 build.
+
+    Calibration (running the representative images) is the slow part of int8 conversion; doing it
+    once lets the plain model, the per-layer debug model and each fallback step share the same ranges.
+    """
+    import tensorflow as tf
+
+    def representative() -> Iterator[list[np.ndarray]]:
+        for i in range(len(calibration)):
+            yield [calibration[i:i + 1].astype(np.float32)]
+
+    converter = _converter(saved_model_dir, "int8")
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter._experimental_calibrate_only = True  # the QuantizationDebugger recipe: calibrate, quantize later
+    return _run("calibration", saved_model_dir, converter.convert)
+
+
+def quantize(calibrated: bytes, input_type: str, float_nodes: list[str] | None = None, label: str = "model") -> bytes:
+    """Full-integer int8 from a calibrated model, as the converter does it, with ``float_nodes`` left in float.
+
+    ``float_nodes`` are output tensor names (TFLite's ``denylisted_nodes``). Input ``input_type``,
+    output int8, per-channel weights.
+    """
+    import tensorflow as tf
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    dtype = tf.uint8 if input_type == "uint8" else tf.int8
+    return _run("quantizer", label, lambda: mlir_quantize(calibrated, False, input_data_type=dtype, output_data_type=tf.int8,
+                                                           denylisted_nodes=list(float_nodes or []) or None))
 
 
 def read_model(blob: bytes) -> Any:

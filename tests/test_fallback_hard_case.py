@@ -1,0 +1,102 @@
+"""The hard case of ``--fallback auto``: plain int8 breaks the limits, the fallback meets them, for TFLite and ONNX.
+
+The model is the reference model with one mixed9 tensor given an outlier channel
+(``benchmarks.hard_case``); the float logits are unchanged. Limits are the reference model's
+(``REFERENCE_LIMITS``), which its unmodified int8 exports meet.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.formats import this_machines_onnx_target
+from benchmarks.reference import REFERENCE_LIMITS
+from export.verify import drift_failures
+
+PLANTED = "activation_80"  # the ReLU output of conv2d_80 that benchmarks.hard_case breaks
+
+
+def _sidecar(path: Path) -> dict:
+    return json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))
+
+
+def _pairs(model: Path) -> list[tuple[str, Path, Path]]:
+    onnx_plain = f"model_int8{'' if this_machines_onnx_target() == 'pi' else '_' + this_machines_onnx_target()}.onnx"
+    return [("tflite", model / "model_int8.tflite", model / "model_int8_fallback.tflite"),
+            ("onnx", model / onnx_plain, model / onnx_plain.replace(".onnx", "_fallback.onnx"))]
+
+
+def test_the_float_model_is_unchanged(hard75):
+    change = json.loads((hard75 / "model_card.json").read_text())["architecture"]["hard_to_quantize"]
+    assert change["max_abs_delta_logit"] < 1e-4 and change["checked_images"] == 32
+    assert change["removed_channel_mean_abs_logit"] == 0.0  # the replaced channel was silent on the check images
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_plain_int8_breaks_the_limits(hard75, fmt):
+    (_, plain, _), = [p for p in _pairs(hard75) if p[0] == fmt]
+    report = _sidecar(plain)["verification"]
+    failures = drift_failures(report["splits"], REFERENCE_LIMITS)
+    assert len(failures) >= 5, failures
+    worst_sens = max(abs(p["delta_sensitivity"]) for r in report["splits"].values() for p in r["operating_points"].values())
+    assert worst_sens > 0.1  # not a near miss: a tenth of the positives change side somewhere
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_the_layer_report_ranks_the_planted_layer_first(hard75, fmt):
+    (_, plain, _), = [p for p in _pairs(hard75) if p[0] == fmt]
+    worst = _sidecar(plain)["layer_errors"]["worst"]
+    assert PLANTED in worst[0]["layer"], worst[0]
+    assert worst[0]["channel_error"] > 0.9  # its other channels are lost
+    assert worst[1]["channel_error"] < worst[0]["channel_error"] - 0.2  # and nothing else comes close
+    assert len(worst) == 20 and _sidecar(plain)["layer_errors"]["layers_measured"] > 100
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_fallback_meets_the_limits_and_names_the_float_layers(hard75, fmt):
+    (_, _, fallback), = [p for p in _pairs(hard75) if p[0] == fmt]
+    sidecar = _sidecar(fallback)
+    assert sidecar["verification"]["passed"] and sidecar["verification"]["limits"] == REFERENCE_LIMITS.to_dict()
+    report = sidecar["fallback"]
+    assert report["passed_on_val"] and len(report["steps"]) == 2  # plain int8, then one step
+    assert not report["steps"][0]["val_passed"] and report["steps"][1]["val_passed"]
+    assert len(report["layers_kept_float"]) == 1 and PLANTED in report["layers_kept_float"][0]
+    assert any("conv2d_81" in n or "activation_81" in n or "batch_normalization_81" in n for n in report["float_nodes"])
+    assert all(isinstance(s["p50_ms"], float) and s["p50_ms"] > 0 for s in report["steps"])
+    assert isinstance(report["steps"][1]["latency_cost_ms"], float)
+    assert sidecar["metadata"]["artifact"]["float_layers"]  # the metadata inside the file says what stayed float
+    if fmt == "tflite":
+        assert sidecar["kernels"].get("CONV_2D(FLOAT32)") == 2  # the planted layer and its reader, nothing more
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_the_fallback_artifact_runs_in_the_runtime(hard75, fmt):
+    from runtime.classifier import Classifier
+
+    (_, _, fallback), = [p for p in _pairs(hard75) if p[0] == fmt]
+    clf = Classifier(fallback)
+    rng = np.random.default_rng(0)
+    [result] = clf.predict(rng.integers(0, 256, size=(28, 28), dtype=np.uint8))
+    assert 0.0 <= result.probability <= 1.0
+
+
+def test_the_benchmark_shows_the_fallback_beside_plain_int8(hard75, tmp_path):
+    from benchmarks.config import BenchmarkConfig
+    from benchmarks.run import run_benchmarks
+
+    names = [p.name for _, plain, fallback in _pairs(hard75) for p in (plain, fallback)]
+    cfg = BenchmarkConfig(model=str(hard75), formats=tuple(names), out=str(tmp_path / "bench"), runs=5, warmup=1,
+                          threads=(1,), throughput_batch=0, max_drift="sensitivity=0.03,specificity=0.03,auc=0.01,agreement=0.97",
+                          plots=False)
+    report = run_benchmarks(cfg)
+    rows = list(report.formats)
+    for plain, fallback in zip(names[::2], names[1::2]):
+        assert rows.index(fallback) == rows.index(plain) + 1  # side by side in the table
+        assert report.formats[plain]["drift_failures"] and not report.formats[fallback]["drift_failures"]
+        assert "layers float" in report.formats[fallback]["description"]
+    markdown = (tmp_path / "bench" / "benchmark.md").read_text()
+    assert "`model_int8_fallback.tflite` | TFLite int8, 2 layers float" in markdown

@@ -1,0 +1,148 @@
+"""Accuracy-aware int8 without a model: the channel error, the search loop, the ONNX node groups, the config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.config import DriftLimits, OnnxExportConfig, TFLiteExportConfig
+from export.fallback import FallbackOutcome, Step, search
+from export.layer_errors import (
+    LayerError,
+    channel_error,
+    layer_report,
+    rank,
+    short_name,
+)
+from runtime.errors import ConfigError
+
+
+def _quantize_per_tensor(x: np.ndarray) -> np.ndarray:
+    scale = x.max() / 255
+    return np.round(x / scale) * scale
+
+
+def test_channel_error_finds_the_outlier_that_energy_measures_miss():
+    rng = np.random.default_rng(0)
+    healthy = rng.uniform(0, 4, size=(1, 8, 8, 64))
+    broken = healthy.copy()
+    broken[..., 0] = 1e4  # one loud channel sets the scale (39); the other 63, all below 4, round to zero
+    e_healthy = channel_error(healthy, _quantize_per_tensor(healthy))
+    e_broken = channel_error(broken, _quantize_per_tensor(broken))
+    assert e_healthy < 0.01
+    assert 0.95 < e_broken <= 1.0
+    # the energy-weighted view (RMSE over the whole tensor / RMS value) calls the broken tensor healthy
+    energy = np.sqrt(np.mean((_quantize_per_tensor(broken) - broken) ** 2) / np.mean(broken**2))
+    assert energy < 0.01
+
+
+def test_channel_error_axis_and_silence():
+    x = np.zeros((1, 3, 4, 4))
+    x[:, 1] = 2.0
+    noisy = x.copy()
+    noisy[:, 1] += 0.2
+    assert channel_error(x, noisy, channel_axis=1) == pytest.approx(0.1)  # only channel 1 has signal: 0.2 / 2.0
+    assert np.isnan(channel_error(np.zeros((2, 5)), np.ones((2, 5))))
+
+
+def test_ranking_report_and_short_names():
+    rows = [LayerError("a/conv2d_1/convolution", "CONV_2D", "t1", 0.1),
+            LayerError("x/y/activation_80_1/Relu;x/y/conv2d_80_1/convolution", "CONV_2D", "t2", 0.98, {"rmse_over_scale": 0.1}),
+            LayerError("StatefulPartitionedCall/StatefulPartitionedCall/m/activation_5/Relu", "Relu", "t3", 0.5)]
+    ranked = rank(rows)
+    assert [r.tensor for r in ranked] == ["t2", "t3", "t1"]
+    report = layer_report(rows, 32, "test")
+    assert report["layers_measured"] == 3 and report["worst"][0]["channel_error"] == 0.98
+    assert report["worst"][0]["rmse_over_scale"] == 0.1
+    assert short_name(rows[1].layer) == "activation_80_1/Relu"
+    assert short_name(rows[2].layer) == "activation_5/Relu"
+
+
+def _layers(n: int) -> list[LayerError]:
+    return [LayerError(f"layer{i}", "CONV_2D", f"t{i}", 1.0 - i / 10) for i in range(n)]
+
+
+def test_search_stops_at_the_first_step_within_limits():
+    built = []
+
+    def build(nodes, step):
+        built.append(list(nodes))
+        return Path(f"step{step}"), {"step": step}
+
+    def judge(path):  # passes once t1 is float
+        return [] if "t1" in built[-1] else ["val |delta AUC| 0.2 > 0.01"]
+
+    outcome = search(_layers(5), lambda layer: [layer.tensor, layer.tensor + "/reader"], build, judge, max_layers=8)
+    assert outcome.passed
+    assert built == [[], ["t0", "t0/reader"], ["t0", "t0/reader", "t1", "t1/reader"]]
+    assert outcome.float_layers == ["t0", "t0/reader", "t1", "t1/reader"]
+    assert [s.failures == [] for s in outcome.steps] == [False, False, True]
+
+
+def test_search_skips_layers_already_float_and_respects_max_layers():
+    calls = []
+
+    def build(nodes, step):
+        calls.append(step)
+        return Path(f"s{step}"), {}
+
+    # layer 1's group is already float after layer 0: no step spent on it
+    groups = {"t0": ["t0", "t1"], "t1": ["t1"], "t2": ["t2"], "t3": ["t3"], "t4": ["t4"]}
+    outcome = search(_layers(5), lambda layer: groups[layer.tensor], build, lambda p: ["still failing"], max_layers=2)
+    assert not outcome.passed
+    assert calls == [0, 1, 2]  # plain + 2 steps
+    assert [s.layer.tensor for s in outcome.steps[1:]] == ["t0", "t2"]
+
+
+def test_plain_int8_within_limits_needs_no_step():
+    outcome = search(_layers(3), lambda layer: [layer.tensor], lambda nodes, step: (Path("p"), {}), lambda p: [], max_layers=4)
+    assert outcome.passed and len(outcome.steps) == 1 and outcome.float_layers == []
+
+
+def test_the_report_gives_each_layer_its_latency_cost():
+    steps = [Step(Path("a"), [], None, [], ["x"], p50_ms=10.0),
+             Step(Path("b"), ["n1", "n2"], _layers(1)[0], ["n1", "n2"], [], p50_ms=10.75)]
+    report = FallbackOutcome(steps).report(max_layers=8, threads=2)
+    assert report["layers_kept_float"] == ["layer0"] and report["float_nodes"] == ["n1", "n2"]
+    assert report["steps"][1]["latency_cost_ms"] == 0.75 and report["steps"][0]["latency_cost_ms"] is None
+    assert report["latency"] == {"threads": 2, "calls": 40, "batch": 1, "plain_int8_p50_ms": 10.0, "final_p50_ms": 10.75}
+    assert report["selection_split"] == "val" and report["passed_on_val"]
+    json.dumps(report)
+
+
+def test_onnx_group_keeps_the_tensor_float_through_moves_and_activations():
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from export.onnx.layers import fallback_group
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv80"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu80"),
+             helper.make_node("Reshape", ["r", "shape"], ["flat"], name="reshape"),
+             helper.make_node("MatMul", ["flat", "w2"], ["m"], name="matmul81"),
+             helper.make_node("Relu", ["r"], ["side"], name="other_reader")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph)
+    assert fallback_group(model, "r") == ["relu80", "conv80", "reshape", "other_reader", "matmul81"]
+    assert fallback_group(model, "m") == ["matmul81"]
+
+
+def test_config_fallback_fields_names_and_refusals():
+    t = TFLiteExportConfig(model="m", fallback="auto", fallback_max_layers=3, layer_report_images=16)
+    assert TFLiteExportConfig.from_dict(json.loads(json.dumps(t.to_dict()))) == t
+    assert t.artifact_name == "model_int8_fallback.tflite"
+    assert TFLiteExportConfig(model="m", fallback="auto", input_type="int8").artifact_name == "model_int8_int8input_fallback.tflite"
+    assert OnnxExportConfig(model="m", target="x86", fallback="auto").int8_name == "model_int8_x86_fallback.onnx"
+    assert OnnxExportConfig(model="m", fallback="auto").fp32_name == "model_fp32.onnx"  # the fp32 model is shared
+    for kwargs, flag in [({"fallback": "always"}, "--fallback 'always'"), ({"fallback_max_layers": 0}, "--fallback-max-layers 0"),
+                         ({"layer_report_images": -1}, "--layer-report-images -1"),
+                         ({"fallback": "auto", "max_drift": None}, "--max-drift none"),
+                         ({"fallback": "auto", "layer_report_images": 0}, "--layer-report-images 0"),
+                         ({"fallback": "auto", "mode": "float16"}, "--mode float16")]:
+        with pytest.raises(ConfigError, match=flag):
+            TFLiteExportConfig(model="m", **kwargs)
+    assert TFLiteExportConfig(model="m", max_drift=DriftLimits()).fallback == "off"
