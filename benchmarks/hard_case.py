@@ -100,9 +100,11 @@ def make_hard_to_quantize(model_dir: str | Path, out: str | Path, pixels: np.nda
     import tensorflow as tf
 
     source = Path(model_dir)
-    absl_logger = logging.getLogger("absl")  # tf.saved_model.save lists hundreds of renamed inputs at INFO
-    level = absl_logger.level
-    absl_logger.setLevel(logging.WARNING)
+    # tf.saved_model.save lists hundreds of renamed inputs (absl) and its assets (tensorflow) at INFO
+    loggers = [logging.getLogger(name) for name in ("absl", "tensorflow")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
     try:
         with staged_output_dir(out, overwrite=True) as stage:
             for name in (CARD_NAME, CONFIG_NAME):
@@ -120,7 +122,8 @@ def make_hard_to_quantize(model_dir: str | Path, out: str | Path, pixels: np.nda
             card["architecture"]["hard_to_quantize"] = change
             atomic_write_json(stage / CARD_NAME, card)
     finally:
-        absl_logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     return Path(out)
 
 

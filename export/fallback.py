@@ -8,15 +8,13 @@ op, with the same broken range.
 
 The stopping rule looks at the **validation split only**; the test split is scored once, on the
 final artifact, by the usual verification, so it stays held out. The latency of every step is
-measured at the end, the steps taking turns in blocks, so that machine noise falls on all of them
-alike; each layer's cost is the difference from the step before.
+measured at the end, each step in fresh processes taking turns (:mod:`export.latency`); each layer's
+cost is the difference from the step before.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import open_backend
-
+from .latency import CALLS, ROUNDS, p50_ms
 from .layer_errors import LayerError, short_name
 
 log = logging.getLogger("export")
 
-LATENCY_BLOCKS, LATENCY_CALLS = 4, 10  # 40 timed batch-1 calls per step, in 4 turns
 
 
 @dataclass
@@ -84,7 +80,7 @@ class FallbackOutcome:
         kept = steps[1:]
         return {"mode": "auto", "max_layers": max_layers, "selection_split": "val", "passed_on_val": self.passed,
                 "layers_kept_float": [s["layer"] for s in kept], "float_nodes": self.final.float_nodes,
-                "steps": steps, "latency": {"threads": threads, "calls": LATENCY_BLOCKS * LATENCY_CALLS, "batch": 1,
+                "steps": steps, "latency": {"threads": threads, "calls": CALLS * ROUNDS, "processes": ROUNDS, "batch": 1,
                                             "plain_int8_p50_ms": steps[0]["p50_ms"], "final_p50_ms": steps[-1]["p50_ms"]}}
 
 
@@ -125,26 +121,9 @@ def _verdict(step: Step) -> str:
     return "within limits on val" if not step.failures else f"{len(step.failures)} failures on val ({step.failures[0]})"
 
 
-def measure_latency(steps: list[Step], image: np.ndarray, threads: int | None, blocks: int = LATENCY_BLOCKS,
-                    calls: int = LATENCY_CALLS) -> None:
-    """Batch-1 p50 of every step's artifact (the engine call alone); sets ``Step.p50_ms``.
-
-    The steps take turns in blocks of ``calls`` calls, so that slow drift of the machine falls on all
-    of them alike. Not call by call: onnxruntime's worker threads keep spinning for a moment after a
-    call, and two sessions called alternately compete with each other's spinning threads (measured
-    at 75x75: plain int8 ONNX 6.6 ms interleaved call by call, 3.1 ms alone). The first call of each
-    block is not timed.
-    """
-    times: list[list[float]] = [[] for _ in steps]
-    with contextlib.ExitStack() as stack:
-        calls_of = [stack.enter_context(open_backend(s.path, threads=threads).bare_call(image)) for s in steps]
-        for block in range(blocks + 1):  # the first turn warms up (allocation, weight packing, thread pools): not kept
-            for i, call in enumerate(calls_of):
-                call()
-                for _ in range(calls):
-                    start = time.perf_counter()
-                    call()
-                    if block:
-                        times[i].append((time.perf_counter() - start) * 1e3)
-    for step, samples in zip(steps, times):
-        step.p50_ms = float(np.median(samples))
+def measure_latency(steps: list[Step], image: np.ndarray, threads: int | None, work_dir: Path) -> None:
+    """Batch-1 p50 of every step's artifact, each in fresh processes (:mod:`export.latency`); sets ``Step.p50_ms``."""
+    image_file = work_dir / "latency_image.npy"
+    np.save(image_file, np.ascontiguousarray(image[:1], dtype=np.float32), allow_pickle=False)
+    for step, p50 in zip(steps, p50_ms([s.path for s in steps], image_file, threads)):
+        step.p50_ms = p50

@@ -108,7 +108,8 @@ def test_the_report_gives_each_layer_its_latency_cost():
     report = FallbackOutcome(steps).report(max_layers=8, threads=2)
     assert report["layers_kept_float"] == ["layer0"] and report["float_nodes"] == ["n1", "n2"]
     assert report["steps"][1]["latency_cost_ms"] == 0.75 and report["steps"][0]["latency_cost_ms"] is None
-    assert report["latency"] == {"threads": 2, "calls": 40, "batch": 1, "plain_int8_p50_ms": 10.0, "final_p50_ms": 10.75}
+    assert report["latency"] == {"threads": 2, "calls": 40, "processes": 2, "batch": 1, "plain_int8_p50_ms": 10.0,
+                                 "final_p50_ms": 10.75}
     assert report["selection_split"] == "val" and report["passed_on_val"]
     json.dumps(report)
 

@@ -110,7 +110,7 @@ def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: 
         prepared = onnx.load(str(plan.prepared))
         outcome = search(ranking, lambda layer: layers.fallback_group(prepared, layer.tensor), build,
                          lambda p: session.selection_failures(p), cfg.fallback_max_layers)
-        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads)
+        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads, work)
         extra["fallback"] = outcome.report(cfg.fallback_max_layers, cfg.threads)
         outcome.log_costs()
         path, record, float_layers = outcome.final.path, outcome.final.build, outcome.float_layers

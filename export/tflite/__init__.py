@@ -80,7 +80,7 @@ def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) ->
     if cfg.fallback == "auto":
         outcome = search(ranking, lambda layer: layers.fallback_group(builds[0], layer.tensor), build,
                          lambda path: session.selection_failures(path, cfg.verify_kernels), cfg.fallback_max_layers)
-        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads)
+        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads, work)
         extra["fallback"] = outcome.report(cfg.fallback_max_layers, cfg.threads)
         outcome.log_costs()
         final, record, float_layers = builds[len(outcome.steps) - 1], outcome.final.build, outcome.float_layers

@@ -1,0 +1,74 @@
+"""Batch-1 latency of one artifact, timed in a fresh process: what the fallback reports as each layer's cost.
+
+Two runtimes (or two interpreters of one) in the same process disturb each other's timings:
+thread pools keep spinning after a call and caches are shared. Measured at 299x299 on the hard test
+model, the fallback's float layers cost +4.5 ms when the steps took turns in one process and
++0.3 ms in separate processes (``python -m benchmarks``). So each step runs in its own process,
+alone on the machine, and the steps take turns over ``rounds``, so that slow drift of the machine
+falls on all of them alike.
+
+``python -m export.latency MODEL IMAGE.npy`` prints the timings as JSON; only numpy and the
+artifact's runtime are imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ExportError
+
+CALLS, WARMUP, ROUNDS = 20, 5, 2  # 40 timed batch-1 calls per artifact, in 2 processes
+
+
+def time_calls(model: Path, image: np.ndarray, threads: int | None, calls: int = CALLS, warmup: int = WARMUP) -> list[float]:
+    """Milliseconds of ``calls`` engine calls on ``image`` (1, S, S, 3), after ``warmup`` untimed ones."""
+    from runtime.backends import open_backend
+
+    times = []
+    with open_backend(model, threads=threads).bare_call(image) as call:
+        for _ in range(warmup):
+            call()
+        for _ in range(calls):
+            start = time.perf_counter()
+            call()
+            times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def p50_ms(models: list[Path], image_file: Path, threads: int | None, rounds: int = ROUNDS) -> list[float]:
+    """The p50 of each model over ``rounds`` fresh processes, the models taking turns."""
+    samples: list[list[float]] = [[] for _ in models]
+    for _ in range(rounds):
+        for i, model in enumerate(models):
+            cmd = [sys.executable, "-m", "export.latency", str(model), str(image_file)]
+            if threads is not None:
+                cmd += ["--threads", str(threads)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+                raise ExportError(f"{model.name}: the latency run failed with status {proc.returncode} ({last})")
+            samples[i] += json.loads(proc.stdout)["ms"]
+    return [float(np.median(s)) for s in samples]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.latency", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", type=Path, help="a .tflite or .onnx file")
+    p.add_argument("image", type=Path, help="a .npy of one preprocessed image, shape (1, S, S, 3)")
+    p.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
+    p.add_argument("--calls", type=int, default=CALLS, help="timed calls")
+    args = p.parse_args(argv)
+    image = np.load(args.image, allow_pickle=False)
+    print(json.dumps({"model": str(args.model), "ms": time_calls(args.model, image, args.threads, args.calls)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
