@@ -13,7 +13,6 @@ artifact's runtime are imported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.cli import Parser, run_cli
 from runtime.errors import ExportError
 
 CALLS, WARMUP, ROUNDS = 20, 5, 2  # 40 timed batch-1 calls per artifact, in 2 processes
@@ -59,15 +59,18 @@ def p50_ms(models: list[Path], image_file: Path, threads: int | None, rounds: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.latency", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="python -m export.latency", description=__doc__.split("\n\n")[0])
     p.add_argument("model", type=Path, help="a .tflite or .onnx file")
     p.add_argument("image", type=Path, help="a .npy of one preprocessed image, shape (1, S, S, 3)")
     p.add_argument("--threads", type=int, default=None, help="engine threads (default: every core)")
     p.add_argument("--calls", type=int, default=CALLS, help="timed calls")
     args = p.parse_args(argv)
-    image = np.load(args.image, allow_pickle=False)
-    print(json.dumps({"model": str(args.model), "ms": time_calls(args.model, image, args.threads, args.calls)}))
-    return 0
+
+    def go() -> None:
+        image = np.load(args.image, allow_pickle=False)
+        print(json.dumps({"model": str(args.model), "ms": time_calls(args.model, image, args.threads, args.calls)}))
+
+    return run_cli(go)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ Nothing may appear in the work directory or the model directory that was not the
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -174,19 +176,45 @@ def test_the_matrix_covers_every_cli_and_30_inputs():
     assert commands == {"train", "export.tflite", "export.onnx", "runtime predict", "runtime eval", "runtime bench", "benchmarks"}
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, model, tmp_path):
-    work = tmp_path / "work"
+@dataclass(frozen=True)
+class Outcome:
+    args: list[str]
+    proc: subprocess.CompletedProcess
+    wrote: list[str]  # files that appeared in the row's work directory
+
+
+def _run(case: Case, work: Path, model: Path) -> Outcome:
     work.mkdir()
     args = case.build(work, model)
     if case.module == TRAIN and "--out" not in args:
         args += ["--out", str(work / "out")]
-    before = _listing(work, model)
+    before = _listing(work)
     proc = subprocess.run([sys.executable, "-m", case.module, *args], cwd=ROOT, capture_output=True, text=True, timeout=180,
-                          check=False, env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                          check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return Outcome(args, proc, sorted(_listing(work) - before))
+
+
+@pytest.fixture(scope="module")
+def outcomes(model, tmp_path_factory) -> tuple[dict[str, Outcome], list[str]]:
+    """Every row's run, three processes at a time (each is mostly interpreter start-up), and what the model directory
+    gained meanwhile; the rows write nothing, so running them side by side changes no outcome."""
+    root = tmp_path_factory.mktemp("rows")
+    before = _listing(model)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {c.name: pool.submit(_run, c, root / f"row{i}", model) for i, c in enumerate(CASES)}
+        results = {name: f.result() for name, f in futures.items()}
+    return results, sorted(_listing(model) - before)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, outcomes):
+    results, model_gained = outcomes
+    outcome = results[case.name]
+    proc = outcome.proc
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2, (args, proc.stderr)
+    assert proc.returncode == 2, (outcome.args, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     assert case.culprit in lines[0], (case.culprit, lines[0])
-    assert _listing(work, model) == before, "wrote " + json.dumps(sorted(_listing(work, model) - before))
+    assert outcome.wrote == [], "wrote " + json.dumps(outcome.wrote)
+    assert model_gained == [], "the model directory gained " + json.dumps(model_gained)

@@ -117,9 +117,8 @@ def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: 
         settings["nodes_to_exclude"] = outcome.final.float_nodes
     settings["bias_correction"] = record["bias_correction"]
     extra["convert_seconds"] = round(time.perf_counter() - start, 2)
-    precision = {"precision": "int8", "float_layers": float_layers}
-    meta = build_metadata(session.source, {"format": "onnx", **precision, "opset": cfg.opset, "target": cfg.target,
-                                           "quantization": settings},
+    meta = build_metadata(session.source, {"format": "onnx", "precision": "int8", "float_layers": float_layers,
+                                           "opset": cfg.opset, "target": cfg.target, "quantization": settings},
                           {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)
     return onnx.load(str(path)), meta, extra
 

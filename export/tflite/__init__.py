@@ -74,8 +74,9 @@ def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) ->
     if cfg.layer_report_images:
         images = calibration.pixels[:cfg.layer_report_images]
         ranking = rank(layers.layer_errors(calibrated, images))
-        extra["layer_errors"] = layer_report(ranking, len(images), "TFLite QuantizationDebugger (NumericVerify: each op "
-                                                                   "in int8 vs float on the same dequantized inputs)")
+        extra["layer_errors"] = layer_report(ranking, len(images), "TFLite debug-mode model, as QuantizationDebugger builds "
+                                                                   "it: each op in int8 vs in float on the same dequantized "
+                                                                   "inputs (NumericVerify), reference kernels")
         log_ranking(ranking)
     if cfg.fallback == "auto":
         outcome = search(ranking, lambda layer: layers.fallback_group(builds[0], layer.tensor), build,
@@ -88,8 +89,7 @@ def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) ->
         _, record = build([], 0)
         final, float_layers = builds[0], []
     seconds = round(time.perf_counter() - start, 2)
-    precision = _PRECISION["int8"] + (f"; {len(float_layers)} layers kept float: {', '.join(float_layers)}"
-                                      if float_layers else "")
+    precision = _PRECISION["int8"] + (f"; kept float: {', '.join(float_layers)}" if float_layers else "")
     metadata = build_metadata(session.source, {"format": "tflite", "mode": "int8", "precision": precision,
                                                "bias_correction": record["bias_correction"],
                                                "float_layers": float_layers},
