@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from runtime.cli import Parser, run_cli
+from runtime.errors import ConfigError, DataError, OutputError
 from runtime.fileio import atomic_write_json, sha256_tree, staged_output_dir
 from train.card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR
 
@@ -142,7 +143,7 @@ def build_hard_case(model_dir: str | Path, out: str | Path, images: int = 32, va
     val = next((d for d in verification_splits(dataset.splits, source.positive_label, source.image_size, source.pixel_range)
                 if d.name == "val"), None)
     if val is None:
-        raise ValueError(f"{dataset.path}: no val split to check the float model on")
+        raise DataError(f"{dataset.path}: no val split; expected one to check that the float logits do not move")
     return make_hard_to_quantize(model_dir, out, val.pixels[:images].astype(np.float32), value)
 
 
@@ -162,12 +163,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def go() -> None:
         if Path(args.out).exists():
-            from runtime.errors import OutputError
-
             raise OutputError(f"{args.out}: already exists; expected a new directory for the hard-to-quantize copy")
         if not args.outlier > 0:
-            from runtime.errors import ConfigError
-
             raise ConfigError(f"--outlier {args.outlier}: expected a positive number")
         out = build_hard_case(args.model, args.out, value=args.outlier)
         change = json.loads((out / CARD_NAME).read_text(encoding="utf-8"))["architecture"]["hard_to_quantize"]

@@ -98,16 +98,16 @@ def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: 
     extra: dict[str, Any] = {}
     ranking: list[LayerError] = []
     plain, record = build([], 0)
+    prepared = onnx.load(str(plan.prepared))
     if cfg.layer_report_images:
         images = calibration.pixels[:cfg.layer_report_images]
-        ranking = rank(layers.layer_errors(work / "step0.raw.onnx", plan.prepared, images, work))
+        ranking = rank(layers.layer_errors(work / "step0.raw.onnx", prepared, images, work))
         extra["layer_errors"] = layer_report(ranking, len(images), "QDQ activations before and after their "
                                                                    "QuantizeLinear/DequantizeLinear pair (onnxruntime, no fusion)")
         log_ranking(ranking)
     settings = dict(plan.settings)
     path, float_layers = plain, []
     if cfg.fallback == "auto":
-        prepared = onnx.load(str(plan.prepared))
         outcome = search(ranking, lambda layer: layers.fallback_group(prepared, layer.tensor), build,
                          lambda p: session.selection_failures(p), cfg.fallback_max_layers)
         measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads, work)

@@ -41,8 +41,11 @@ def qdq_pairs(model: Any) -> dict[str, str]:
             if n.op_type == "QuantizeLinear" and n.input[0] not in initializers and n.output[0] in dequantized}
 
 
-def layer_errors(qdq_path: Path, prepared_path: Path, images: np.ndarray, work_dir: Path) -> list[LayerError]:
-    """One row per quantized activation of ``qdq_path``, measured on ``images`` (float32 pixels, 0-255)."""
+def layer_errors(qdq_path: Path, prepared: Any, images: np.ndarray, work_dir: Path) -> list[LayerError]:
+    """One row per quantized activation of ``qdq_path``, measured on ``images`` (float32 pixels, 0-255).
+
+    ``prepared`` is the pre-processed fp32 model (an ``onnx.ModelProto``) whose node names the rows carry.
+    """
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
@@ -70,7 +73,7 @@ def layer_errors(qdq_path: Path, prepared_path: Path, images: np.ndarray, work_d
             noise[tensor] += float(np.sum(np.square(quant.astype(np.float64) - ref)))
     del session
     probe.unlink()
-    producer, _ = _graph_maps(onnx.load(str(prepared_path)))
+    producer, _ = _graph_maps(prepared)
     rows = []
     for tensor, values in errors.items():
         node = producer.get(tensor)
