@@ -28,7 +28,6 @@ from .layer_errors import LayerError, short_name
 log = logging.getLogger("export")
 
 
-
 @dataclass
 class Step:
     """One artifact the search built: which nodes are float in it and whether it met the limits on val."""
