@@ -61,7 +61,7 @@ class BenchmarkConfig:
 
     def thread_counts(self) -> tuple[int, ...]:
         """1 and every core unless set: single-threaded latency is what a busy device gets."""
-        return self.threads or tuple(sorted({1, os.cpu_count() or 1}))
+        return tuple(dict.fromkeys(self.threads)) or tuple(sorted({1, os.cpu_count() or 1}))  # each count once
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

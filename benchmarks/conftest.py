@@ -3,7 +3,7 @@
 Options (each also read from an environment variable, for CI jobs that cannot change the command):
 
 - ``--bench-model DIR`` (``INCEPTION_EDGE_BENCH_MODEL``): a model directory with its exports. Default:
-  the small reference model (75x75, seed 0) trained and exported from the shared PneumoniaMNIST
+  the small reference model (75x75, seed 0) trained and exported from the bundled PneumoniaMNIST
   arrays once and cached in ``.pytest_cache`` (see ``benchmarks.reference``).
 - ``--bench-data PATH`` (``INCEPTION_EDGE_BENCH_DATA``): the labelled data to score on; default:
   the data file the model card names.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.reference import REFERENCE_EXPORTS, SHARED_DATA
+from benchmarks.reference import REFERENCE_DATA, REFERENCE_EXPORTS
 
 _OPTIONS = (("--bench-model", "INCEPTION_EDGE_BENCH_MODEL", None, "model directory to check (default: the cached small model)"),
             ("--bench-data", "INCEPTION_EDGE_BENCH_DATA", None, "labelled data (default: the file the model card names)"),
@@ -82,11 +82,9 @@ def bench_model_dir(request, tmp_path_factory) -> Path:
     model = option(request.config, "--bench-model")
     if model:
         return Path(model)
-    if not SHARED_DATA.is_file():
-        pytest.skip(f"{SHARED_DATA} not found (it sits beside the repository in CI); or pass --bench-model DIR")
     from benchmarks.reference import cached_reference_model, model_cache_root
 
-    return cached_reference_model(model_cache_root(request.config, tmp_path_factory), SHARED_DATA)
+    return cached_reference_model(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ def widest_latency(row: dict[str, Any]) -> dict[str, float] | None:
 
 
 def goals(formats: dict[str, dict[str, Any]]) -> list[Goal]:
-    """The issue's performance goals, for whichever formats are present and measured.
+    """The product's performance goals, for whichever formats are present and measured.
 
     TFLite int8 <= 0.33 x the SavedModel's latency; ONNX int8 <= 0.45 x ONNX fp32's, for the
     preset made for this CPU family; every int8 file <= 26% of the ONNX fp32 file.

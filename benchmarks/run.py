@@ -93,7 +93,7 @@ def machine_record() -> dict[str, Any]:
             "versions": package_versions(_VERSION_PACKAGES)}
 
 
-def _check_split(split: Split, source: ModelSource, data_path: str) -> np.ndarray:
+def _check_split(split: Split, source: ModelSource) -> np.ndarray:
     """The split's 0/1 labels, after checking its labels and image size fit the model."""
     card = source.card
     labels01 = binary_labels(split, source.positive_label)
@@ -119,7 +119,7 @@ def prepare_evaluation(cfg: BenchmarkConfig, source: ModelSource, work: Path) ->
     split = dataset.split(cfg.split)
     if split is None:
         raise DataError(f"{dataset.path}: no {cfg.split!r} split; expected one of {', '.join(dataset.splits)}")
-    labels01 = _check_split(split, source, str(dataset.path))
+    labels01 = _check_split(split, source)
     batches = iter_pixel_batches(split, np.arange(len(split)), 64, source.image_size, source.pixel_range, keep_uint8=True)
     pixels = np.concatenate(list(batches))
     path = work / "pixels.npy"
@@ -150,15 +150,16 @@ def _run_worker(job: Job, work: Path, timeout_s: float) -> tuple[dict[str, Any] 
 
 
 def _measure(fmt: Format, cfg: BenchmarkConfig, size: int, evaluation: Evaluation, work: Path) -> dict[str, Any]:
-    """Time ``fmt`` at every thread count (one process each); the last, widest one also evaluates."""
+    """Time ``fmt`` at every thread count (one process each); the widest (largest) one also evaluates."""
     row: dict[str, Any] = {"description": fmt.description, "kind": fmt.kind, "precision": fmt.precision, "target": fmt.target,
                            "path": str(fmt.path), "status": "failed", "error": fmt.error, "latency": {}}
     if fmt.error:
         return row
     row["bytes"] = _tree_bytes(fmt.path)
     counts = cfg.thread_counts()
+    widest_count = max(counts)  # --threads 4,1 lists the widest first: the largest count, not the last, is all-cores
     for threads in counts:
-        widest = threads == counts[-1]
+        widest = threads == widest_count
         stem = f"{fmt.name.replace('.', '_')}_t{threads}"
         job = Job(path=str(fmt.path), kind=fmt.kind, image_size=size, threads=threads, runs=cfg.runs, warmup=cfg.warmup,
                   pixels=str(evaluation.pixels_path), result=str(work / f"{stem}.json"),

@@ -1,1 +1,1 @@
-"""Export stage (planned): int8 TFLite and ONNX from a trained model directory."""
+"""Export stage: a trained model directory to verified int8 TFLite and ONNX (``python -m export.tflite``, ``python -m export.onnx``)."""

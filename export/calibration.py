@@ -2,7 +2,7 @@
 
 Quantization ranges come from the activations these images produce, so they must look like
 what the model will see: a seeded, class-balanced random draw from the training split (the
-model was trained balanced), passed through exactly the model's preprocessing. The shared
+model was trained balanced), passed through exactly the model's preprocessing. The bundled
 arrays are sorted by label, so "the first N" would calibrate on one class only; that is why
 the draw is random and stratified, and why its indices and a hash are recorded with the export.
 """

@@ -19,7 +19,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="directory for the artifacts (default: the model directory)")
     p.add_argument("--overwrite", action="store_true", help="replace artifacts of the same name (atomically, after verification)")
     c = p.add_argument_group("calibration and verification")
-    c.add_argument("--data", default=None, help="labelled data (.npz or directory of .npy) to calibrate on (train split) "
+    c.add_argument("--data", default=None, help="labelled data (.npz, directory of .npy or a bundled dataset's name such as pneumoniamnist) to calibrate on (train split) "
                    "and verify on (val and test); default: the file the model card names, checked by sha256")
     c.add_argument("--calibration-data", default=None, help="calibrate on these images instead: a dataset (its train split) "
                    "or a .npy of images (N,H,W[,C]) from the deployment site")

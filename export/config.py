@@ -20,7 +20,7 @@ TFLITE_INPUT_TYPES = ("uint8", "int8")
 ONNX_TARGETS = ("pi", "x86")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 FALLBACK_MODES = ("off", "auto")
-MIN_OPSET = 17  # the floor; tf2onnx 1.17 handles every op of this graph at 17
+MIN_OPSET = 17  # the minimum opset (--opset); tf2onnx 1.17 handles every op of this graph at 17
 
 
 @dataclass(frozen=True)

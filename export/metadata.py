@@ -5,6 +5,9 @@ labels, the operating thresholds (as probabilities and as logits), where the mod
 how it was calibrated and with which versions. ONNX stores it in ``metadata_props``; TFLite in
 a named metadata buffer of the flatbuffer. Both survive copying and renaming the file, and
 ``runtime.artifact_metadata`` reads them back without TensorFlow or onnx.
+
+The document reserves ``content_sha256`` (``runtime.integrity``): after serializing, the exporter
+seals the bytes with :func:`seal_artifact`, so the file verifies itself wherever it is copied.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from typing import Any
 import numpy as np
 
 from runtime.artifact_metadata import METADATA_KEY
+from runtime.integrity import DIGEST_KEY, FIRST_SEALED_VERSION, seal, with_placeholder
 from train.card import package_versions
 
 from .source import ModelSource
 
-METADATA_VERSION = 1
+METADATA_VERSION = FIRST_SEALED_VERSION  # 2: carries content_sha256; 1 (older exports) did not
 _VERSION_PACKAGES = ("inception-edge", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
 
 
@@ -29,7 +33,7 @@ def build_metadata(source: ModelSource, artifact: dict[str, Any], input_spec: di
     """The document embedded in an artifact (``artifact`` says format, precision and preset)."""
     card = source.card
     size = source.image_size
-    return {
+    return with_placeholder({
         "metadata_version": METADATA_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "artifact": artifact,
@@ -47,7 +51,13 @@ def build_metadata(source: ModelSource, artifact: dict[str, Any], input_spec: di
                    "test_metrics": card["metrics"].get("test")},
         "calibration": calibration,
         "versions": package_versions(_VERSION_PACKAGES),
-    }
+    })
+
+
+def seal_artifact(data: bytes, metadata: dict[str, Any], name: str) -> tuple[bytes, dict[str, Any]]:
+    """Serialized model bytes with their own digest written in, and the metadata with that digest (for the sidecar)."""
+    sealed, digest = seal(data, name)
+    return sealed, {**metadata, DIGEST_KEY: digest}
 
 
 def embed_onnx(model: Any, metadata: dict[str, Any]) -> None:

@@ -5,6 +5,13 @@ there, and only then renamed over the destination (``os.replace``, atomic on one
 Its sidecar ``NAME.json`` (checksum, metadata, config, verification report) follows the same
 way. An artifact that drifts too far is not published: its report goes to
 ``NAME.rejected.json`` and the previous artifact, if any, stays untouched.
+
+An artifact and its sidecar are two files, so no rename replaces both at once. The order makes
+every intermediate state usable: the old sidecar goes first, then the new artifact replaces the
+old, then the new sidecar is written. A kill between steps leaves the old pair, the old artifact
+alone, or the new artifact alone; each file verifies itself (``runtime.integrity``), and a file
+without a sidecar loads. Never a new artifact beside an old checksum, which would be refused as
+corrupt.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runtime.artifact_metadata import read_artifact
 from runtime.errors import DriftError, OutputError
 from runtime.fileio import FILE_MODE, atomic_write_json, sha256_file
+from runtime.integrity import verify_content
 
 SIDECAR_SUFFIX = ".json"
 REJECTED_SUFFIX = ".rejected.json"
@@ -69,8 +78,13 @@ def publish(staged: Path, destination: Path, sidecar: dict[str, Any]) -> dict[st
         failures = verification.get("failures", [])
         raise DriftError(f"{destination.name}: drift beyond --max-drift, not written ({len(failures)} failures: "
                          f"{'; '.join(failures[:3])}{'; ...' if len(failures) > 3 else ''}); report: {rejected_path(destination)}")
+    data, metadata = read_artifact(staged)
+    if not verify_content(data, metadata, str(staged)):
+        raise RuntimeError(f"{staged}: exported without its content digest")  # a toolkit bug: every export seals
     with open(staged, "rb") as handle:
         os.fsync(handle.fileno())
+    with contextlib.suppress(FileNotFoundError):
+        sidecar_path(destination).unlink()
     os.replace(staged, destination)
     atomic_write_json(sidecar_path(destination), sidecar)
     with contextlib.suppress(FileNotFoundError):

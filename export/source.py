@@ -64,11 +64,16 @@ def open_training_data(source: ModelSource, data: str | None) -> Dataset:
     if data is not None:
         return load_dataset(data)
     recorded = source.card["data"]
-    path = Path(str(recorded.get("path", "")))
-    if not path.exists():
-        raise DataError(f"{path}: the model card's training data is not there; pass --data PATH to the same data")
-    dataset = load_dataset(path)
-    expected = {str(Path(f["path"])): f.get("sha256") for f in recorded.get("files", [])}
+    bundled = recorded.get("bundled")
+    if bundled:  # found by name wherever the package is installed; compared by content, not by path
+        dataset = load_dataset(str(bundled))
+        expected = {str(dataset.path): f.get("sha256") for f in recorded.get("files", [])[:1]}
+    else:
+        path = Path(str(recorded.get("path", "")))
+        if not path.exists():
+            raise DataError(f"{path}: the model card's training data is not there; pass --data PATH to the same data")
+        dataset = load_dataset(path)
+        expected = {str(Path(f["path"])): f.get("sha256") for f in recorded.get("files", [])}
     for file in dataset.files:
         want = expected.get(str(file))
         if want is not None and sha256_file(file) != want:

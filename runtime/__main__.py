@@ -12,7 +12,7 @@ from .backends import BACKENDS, TFLITE_KERNELS
 from .cli import Parser, run_cli
 
 EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png xray2.png\n"
-           "  python -m runtime eval runs/p75/model_int8.onnx --data ../shared/data/pneumoniamnist_balanced.npz\n"
+           "  python -m runtime eval runs/p75/model_int8.onnx --data pneumoniamnist\n"
            "  python -m runtime bench runs/p75/model_int8.tflite --threads 4 --callers 8")
 
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
     ev = sub.add_parser("eval", help="sensitivity, specificity and ROC AUC on a labelled dataset")
     common(ev)
-    ev.add_argument("--data", required=True, help="a .npz or directory of .npy files (as for python -m train)")
+    ev.add_argument("--data", required=True, help="a .npz, a directory of .npy files, or a bundled dataset's name: pneumoniamnist (as for python -m train)")
     ev.add_argument("--split", default="test", help="which split to evaluate")
     ev.add_argument("--positive-label", type=int, default=None, help="label value of the positive class (default: the model's)")
     ev.add_argument("--pixel-range", default=None, help="LOW,HIGH of float images; uint8 needs none")

@@ -175,6 +175,11 @@ def onnx_metadata_props(data: bytes, source: str) -> dict[str, str]:
 
 def read_artifact_metadata(path: str | Path) -> dict[str, Any]:
     """The toolkit metadata embedded in a ``.tflite`` or ``.onnx`` file written by ``export/``."""
+    return read_artifact(path)[1]
+
+
+def read_artifact(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its embedded toolkit metadata (the bytes, for :func:`runtime.integrity.verify_content`)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -200,4 +205,4 @@ def read_artifact_metadata(path: str | Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: embedded {METADATA_KEY!r} metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: embedded {METADATA_KEY!r} metadata is not a JSON object")
-    return meta
+    return data, meta

@@ -76,7 +76,8 @@ class BenchResult:
     interpreters: int
     kernels: str
     import_s: float  # importing the backend package
-    load_s: float  # metadata, checksum and engine construction
+    load_s: float  # metadata, checksums and engine construction
+    digest_s: float  # of load_s: checking the content digest embedded in the file (runtime.integrity)
     first_inference_s: float
     cold_start_s: float | None  # process start to the first answer (Linux /proc only)
     bare: Latency  # the engine call alone, input already converted
@@ -205,7 +206,7 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     return BenchResult(
         model=str(model), backend=clf.backend, backend_version=_version(clf.backend), image_size=size,
         threads=cpu_threads(cfg.threads), interpreters=cfg.interpreters, kernels=cfg.kernels,
-        import_s=t1 - t0, load_s=t2 - t1, first_inference_s=t3 - t2, cold_start_s=cold,
+        import_s=t1 - t0, load_s=t2 - t1, digest_s=clf.digest_seconds, first_inference_s=t3 - t2, cold_start_s=cold,
         bare=bare, predict=predict, overhead=predict.p50 / bare.p50 - 1.0, images_per_s=1e3 / predict.mean,
         rss_after_load_mb=rss_after_load, peak_rss_mb=status_mb("VmHWM"), predict_file=file_latency,
         concurrency=concurrency,
@@ -227,7 +228,7 @@ def format_result(r: BenchResult) -> str:
     size = f"{r.image_size}x{r.image_size}"
     lines = [f"{r.model}  ({r.backend} {r.backend_version}, {size}, {r.threads} threads, {tflite}{r.machine.get('machine', '')})",
              f"  import backend     {r.import_s * 1e3:9.1f} ms",
-             f"  load model         {r.load_s * 1e3:9.1f} ms",
+             f"  load model         {r.load_s * 1e3:9.1f} ms   (of which {r.digest_s * 1e3:.1f} ms checking its embedded digest)",
              f"  first inference    {r.first_inference_s * 1e3:9.1f} ms",
              f"  cold start         {opt(r.cold_start_s, 'ms', 1e3):>12}   (process start to first answer)",
              f"  bare engine call   {ms(r.bare)}",

@@ -1,15 +1,18 @@
 """The on-device classifier: an exported model file, its metadata, and decisions with labels.
 
 ``Classifier("model_int8.tflite")`` reads the metadata embedded in the file, checks the file
-against the sha256 in its sidecar (``NAME.json``) when one is there, opens the backend the suffix
-calls for, and predicts from image files, PIL images or arrays of any size, one image or many.
+against the digest of its own content embedded at export (``runtime.integrity``) and against the
+sha256 in its sidecar (``NAME.json``) when one is there, opens the backend the suffix calls for, and predicts from image files, PIL images or arrays of any size, one image or many.
 Images go through the same preparation as in training (``runtime.images.to_model_pixels``);
 the decision is ``probability >= threshold`` at the chosen operating point of the model card.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,12 +21,14 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .artifact_metadata import read_artifact_metadata
+from .artifact_metadata import read_artifact
 from .backends import Backend, open_backend
 from .errors import ConfigError, DataError, ModelFileError
-from .fileio import sha256_file
 from .images import MIN_IMAGE_SIZE, PixelRange, check_pixels, to_model_pixels
+from .integrity import DIGEST_KEY, verify_content
 from .metrics import sigmoid
+
+log = logging.getLogger("runtime")
 
 ImageLike = str | Path | Image.Image | np.ndarray
 MAX_IMAGE_SIZE = 4096  # far above any InceptionV3 export; a larger value is a corrupt or forged file, not a model
@@ -46,8 +51,8 @@ class Prediction:
         return asdict(self)
 
 
-def verify_sidecar(path: Path) -> bool:
-    """Check ``path`` against the sha256 in ``NAME.json``; True if checked, False if there is no sidecar."""
+def verify_sidecar(path: Path, data: bytes) -> bool:
+    """Check ``data`` (the bytes of ``path``) against the sha256 in ``NAME.json``; True if checked, False if no sidecar."""
     sidecar = path.with_name(path.name + ".json")
     if not sidecar.is_file():
         return False
@@ -55,7 +60,7 @@ def verify_sidecar(path: Path) -> bool:
         expected = json.loads(sidecar.read_text(encoding="utf-8")).get("sha256")
     except (OSError, ValueError) as exc:
         raise ModelFileError(f"{sidecar}: unreadable sidecar ({exc}); expected the JSON written by the export") from None
-    actual = sha256_file(path)
+    actual = hashlib.sha256(data).hexdigest()
     if expected != actual:
         raise ModelFileError(f"{path}: sha256 {actual[:12]}... does not match {expected and expected[:12]}... in {sidecar.name}; "
                              "the file is corrupt or was replaced")
@@ -95,8 +100,16 @@ class Classifier:
                  threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1,
                  kernels: str = "default") -> None:
         self.path = Path(model)
-        self.metadata = read_artifact_metadata(self.path)
-        self.checksum_verified = verify_sidecar(self.path)
+        data, self.metadata = read_artifact(self.path)
+        self.checksum_verified = verify_sidecar(self.path, data)
+        started = time.perf_counter()
+        self.content_verified = verify_content(data, self.metadata, str(self.path))
+        self.digest_seconds = time.perf_counter() - started  # what self-verification adds to loading (runtime bench)
+        if not self.content_verified:
+            log.warning("warning: %s has no embedded %s (exported before artifacts carried one); it runs %s", self.path,
+                        DIGEST_KEY, "checked by its sidecar's sha256 only" if self.checksum_verified
+                        else "unchecked: re-export it, or keep its sidecar NAME.json beside it")
+        del data  # the backend maps the file itself; do not hold a second copy for the classifier's lifetime
         try:
             self.image_size = int(self.metadata["image_size"])
             self.class_names = tuple(str(n) for n in self.metadata["class_names"])

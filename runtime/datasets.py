@@ -5,6 +5,7 @@ numpy only, shared by every stage (training, export calibration, on-device evalu
 members are compressed zip entries that numpy cannot map, so they load whole (fine for the
 MedMNIST-sized data they usually hold; use a directory of ``.npy`` for data larger than RAM).
 Nothing here unpickles: ``allow_pickle=False`` always, so an object array is refused.
+A bundled dataset's name (``runtime.bundled``, e.g. ``"pneumoniamnist"``) stands for its shipped file.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bundled import BUNDLED, bundled_path, is_bundled_name
 from .errors import DataError, first_line
 from .images import PixelRange, check_pixels, to_model_pixels
 
@@ -42,6 +44,7 @@ class Dataset:
     path: Path
     splits: dict[str, Split]
     files: tuple[Path, ...] = field(default=())
+    bundled: str | None = None  # the bundled dataset's name, so a model card can name data that exists on any install
 
     def split(self, name: str) -> Split | None:
         return self.splits.get(name)
@@ -131,11 +134,18 @@ def _make_split(name: str, images: np.ndarray, labels: np.ndarray, source: str) 
     return Split(name, images, labels.astype(np.int64), source)
 
 
-def load_dataset(path: str | Path) -> Dataset:
-    """Open a dataset and check its structure; pixels are checked by :func:`check_split_pixels`."""
-    path = Path(path)
+def load_dataset(spec: str | Path) -> Dataset:
+    """Open a dataset (a path, or a bundled dataset's name) and check its structure.
+
+    Pixels are checked by :func:`check_split_pixels`.
+    """
+    if is_bundled_name(spec):
+        path = bundled_path(str(spec))
+        return Dataset(path, _from_npz(path), (path,), bundled=str(spec))
+    path = Path(spec)
     if not path.exists():
-        raise DataError(f"{path}: no such file or directory; expected a .npz file or a directory with Xtrain.npy and Ytrain.npy")
+        raise DataError(f"{path}: no such file or directory; expected a .npz file, a directory with Xtrain.npy and "
+                        f"Ytrain.npy, or a bundled dataset name ({', '.join(sorted(BUNDLED))})")
     try:
         if path.is_dir():
             splits, files = _from_dir(path)

@@ -1,4 +1,4 @@
-"""Shared fixtures. The shared data lives outside the repository, at ../shared/data."""
+"""Shared fixtures. Real data is the bundled PneumoniaMNIST file (``runtime.bundled``): no test skips for want of it."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.reference import SHARED_DATA  # beside the repository, as in CI
+from benchmarks.reference import REFERENCE_DATA
+from runtime.bundled import bundled_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_file():
-        pytest.skip(f"{SHARED_DATA} not found (it sits beside the repository in CI)")
-    return SHARED_DATA
+def xray_data() -> Path:
+    """The bundled chest X-rays' file, checked against its sha256."""
+    return bundled_path(REFERENCE_DATA)
 
 
 @pytest.fixture(scope="session")
-def trained75(shared_data, request, tmp_path_factory):
-    """The issue's reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores).
+def trained75(request, tmp_path_factory):
+    """The reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores).
 
     Trained once per version of the code and data and kept in pytest's cache, shared with
     ``pytest benchmarks/`` (see ``benchmarks.reference``). Tests must never write into it: those
@@ -37,27 +37,27 @@ def trained75(shared_data, request, tmp_path_factory):
     from train.card import read_card
     from train.pipeline import TrainResult
 
-    out = cached_trained_model(model_cache_root(request.config, tmp_path_factory), shared_data)
-    cfg = replace(reference_train_config(shared_data, out), overwrite=True)
+    out = cached_trained_model(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
+    cfg = replace(reference_train_config(REFERENCE_DATA, out), overwrite=True)
     return cfg, TrainResult(out, read_card(out))
 
 
 @pytest.fixture(scope="session")
-def exported75(shared_data, request, tmp_path_factory) -> Path:
+def exported75(request, tmp_path_factory) -> Path:
     """The reference model with its exports (int8 TFLite, ONNX fp32, int8 pi and x86), built once and cached like
     ``trained75`` by the export library itself (``benchmarks.reference.export_reference``), at the reference limits."""
     from benchmarks.reference import cached_reference_model, model_cache_root
 
-    return cached_reference_model(model_cache_root(request.config, tmp_path_factory), shared_data)
+    return cached_reference_model(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
 
 
 @pytest.fixture(scope="session")
-def hard75(shared_data, request, tmp_path_factory) -> Path:
+def hard75(request, tmp_path_factory) -> Path:
     """The reference model with one tensor made hard to quantize (``benchmarks.hard_case``), exported plain int8
     (written whatever its drift) and with ``--fallback auto``, for TFLite and this CPU's ONNX preset; cached."""
     from benchmarks.reference import cached_hard_case, model_cache_root
 
-    return cached_hard_case(model_cache_root(request.config, tmp_path_factory), shared_data)
+    return cached_hard_case(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
 
 
 @pytest.fixture(scope="session")

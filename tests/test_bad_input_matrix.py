@@ -64,6 +64,15 @@ def _flipped_copy(work: Path, model: Path, name: str) -> str:
     return _file(work, name, bytes(data))
 
 
+def _flipped_weights(work: Path, model: Path, name: str) -> str:
+    """Four bytes inverted in the middle of the file (weights, in both formats), copied without the sidecar: the file's
+    own embedded digest must refuse it, as on a device that received the model file alone."""
+    data = bytearray((model / name).read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 4] = bytes(b ^ 0xFF for b in data[middle:middle + 4])
+    return _file(work, name, bytes(data))
+
+
 def _png(work: Path, name: str = "x.png") -> str:
     from PIL import Image
 
@@ -120,6 +129,10 @@ CASES = [
          "model_int8.tflite"),
     Case("predict bit-flipped model", "runtime", lambda w, m: ["predict", _flipped_copy(w, m, "model_int8_x86.onnx"), _png(w)],
          "model_int8_x86.onnx"),
+    Case("predict flipped tflite weights, no sidecar", "runtime",
+         lambda w, m: ["predict", _flipped_weights(w, m, "model_int8.tflite"), _png(w)], "model_int8.tflite: content sha256"),
+    Case("predict flipped onnx weights, no sidecar", "runtime",
+         lambda w, m: ["predict", _flipped_weights(w, m, "model_int8_x86.onnx"), _png(w)], "model_int8_x86.onnx: content sha256"),
     Case("predict wrong suffix", "runtime", lambda w, m: ["predict", _file(w, "model.onnx", (m / "model_int8.tflite").read_bytes()),
                                                           _png(w)], "model.onnx"),
     Case("predict unknown suffix", "runtime", lambda w, m: ["predict", _file(w, "model.pb", b"x"), _png(w)], "model.pb"),
@@ -134,6 +147,8 @@ CASES = [
                                                                      "--operating-point", "best"], "best"),
     Case("eval foreign labels", "runtime", lambda w, m: ["eval", str(m / "model_int8.tflite"), "--data",
                                                          str(write_npz(w / "odd.npz", labels=(0, 2)))], "odd.npz"),
+    Case("eval unknown bundled name", "runtime", lambda w, m: ["eval", str(m / "model_int8.tflite"), "--data", "pneumonia"],
+         "pneumonia: no such file or directory"),
     Case("eval missing split", "runtime", lambda w, m: ["eval", str(m / "model_int8.tflite"), "--data", _good(w), "--split", "holdout"],
          "holdout"),
     Case("bench zero runs", "runtime", lambda w, m: ["bench", str(m / "model_int8.tflite"), "--runs", "0"], "--runs 0"),

@@ -6,7 +6,7 @@ from train.balance import class_counts, stratified_split, undersample
 
 
 def _sorted_labels(n_neg=300, n_pos=700):
-    return np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]  # sorted by label, like the shared arrays
+    return np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]  # sorted by label, like the bundled arrays
 
 
 def test_undersampling_balances_and_keeps_every_minority_row():

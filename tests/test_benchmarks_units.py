@@ -169,6 +169,33 @@ def test_a_format_that_cannot_run_is_a_failed_row_not_a_stopped_run(fake_model, 
     assert BenchmarkConfig.load(tmp_path / "r" / "benchmark_config.json").model == str(model)
 
 
+def test_the_largest_thread_count_evaluates_and_measures_throughput_whatever_its_position(monkeypatch, tmp_path):
+    """``--threads 4,1``: throughput, the logits and the load figures come from the 4-thread run, not the last one."""
+    from benchmarks import run as bench_run
+    from benchmarks.formats import Format
+    from benchmarks.run import Evaluation, _measure
+
+    jobs = []
+
+    def fake_worker(job, work, timeout_s):
+        jobs.append(job)
+        if job.logits:
+            np.save(job.logits, np.zeros(4, np.float32), allow_pickle=False)
+        return {"p50_ms": 10.0 / job.threads, "p90_ms": 11.0, "mean_ms": 10.0, "runs": 1, "engine": "fake 1.0",
+                "load_s": 0.1, "throughput_images_per_s": 100.0 * job.threads, "throughput_batch": job.throughput_batch}, None
+
+    monkeypatch.setattr(bench_run, "_run_worker", fake_worker)
+    artifact = tmp_path / "model_int8.tflite"
+    artifact.write_bytes(b"x")
+    fmt = Format("model_int8.tflite", artifact, "tflite", "int8")
+    evaluation = Evaluation("test", np.zeros(4, np.int64), tmp_path / "pixels.npy", "data.npz[test]")
+    cfg = BenchmarkConfig(model=str(tmp_path), threads=(4, 1, 4), throughput_batch=8)
+    row = _measure(fmt, cfg, 75, evaluation, tmp_path)
+    assert row["status"] == "ok" and list(row["latency"]) == ["4", "1"]  # each count measured once
+    assert [(j.threads, j.throughput_batch, j.logits is not None) for j in jobs] == [(4, 8, True), (1, 0, False)]
+    assert row["throughput_images_per_s"] == 400.0 and row["throughput_batch"] == 8
+
+
 def test_markdown_judges_drift_against_the_recorded_limits():
     outside = {**_row("onnx", "int8", 21.0, 22.1, target="x86", counterpart="model_fp32.onnx"),
                "drift_failures": ["test/youden agreement 0.9786 < 0.98"]}

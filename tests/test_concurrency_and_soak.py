@@ -18,10 +18,10 @@ THREADS, PER_THREAD = 8, 500
 
 
 @pytest.fixture(scope="module")
-def images(shared_data):
+def images(xray_data):
     from runtime.datasets import load_dataset
 
-    return np.asarray(load_dataset(shared_data).splits["test"].images[:32])
+    return np.asarray(load_dataset(xray_data).splits["test"].images[:32])
 
 
 @pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8_x86.onnx"])

@@ -1,4 +1,4 @@
-"""Exports of the issue's reference model (seed 0, 75x75, --weights none), checked independently.
+"""Exports of the reference model (``benchmarks.reference``: seed 0, 75x75, --weights none), checked independently.
 
 The checks here do not trust the export's own report: they load the artifacts with
 ai-edge-litert and onnxruntime directly, compute the numbers with scikit-learn, and compare.
@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import ROOT
+from kill_points import Child, logged
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.reference import reference_export_configs
@@ -27,8 +26,8 @@ from runtime.fileio import sha256_file
 
 
 @pytest.fixture(scope="module")
-def test_split(shared_data):
-    test = load_dataset(shared_data).splits["test"]
+def test_split(xray_data):
+    test = load_dataset(xray_data).splits["test"]
     pixels = np.concatenate(list(iter_pixel_batches(test, np.arange(len(test)), 64, 75, None)))
     return pixels, binary_labels(test, 1)
 
@@ -145,7 +144,7 @@ def test_one_calibration_sample_serves_both_formats(tflite_result, onnx_results,
     onnx_cal = read_artifact_metadata(model_dir / "model_int8_x86.onnx")["calibration"]
     assert tflite_cal == onnx_cal
     assert read_artifact_metadata(model_dir / "model_fp32.onnx")["calibration"] is None
-    labels = binary_labels(load_dataset(ROOT.parent / "shared" / "data" / "pneumoniamnist_balanced.npz").splits["train"], 1)
+    labels = binary_labels(load_dataset("pneumoniamnist").splits["train"], 1)
     idx = np.array(tflite_cal["indices"])
     assert (labels[idx] == 1).sum() == 100 and idx.max() > 1214  # drawn from both halves of the label-sorted arrays
 
@@ -192,28 +191,38 @@ def test_drift_beyond_limits_exits_3_and_keeps_the_previous_artifact(tflite_resu
     assert rejected["verification"]["failures"] and not rejected["verification"]["passed"]
 
 
-@pytest.mark.parametrize("kill_after", ["staged", "converting"])
+# Kill point: what proves the export got there (a line of its log), and whether its staged file must be left behind.
+KILL_POINTS = {
+    # TensorFlow's C++ log as the converter opens the SavedModel (calibration): nothing is staged yet
+    "converting": ("Reading SavedModel from", False),
+    # logged once the whole artifact is in its hidden staged file; verification runs next, then the rename
+    "staged": ("converted model_int8.tflite", True),
+}
+
+
+@pytest.mark.parametrize("kill_after", list(KILL_POINTS))
 def test_a_killed_export_leaves_no_partial_file(model_dir, tmp_path, kill_after):
+    """SIGKILL while converting or while verifying a staged artifact: the previous artifact stays, whole.
+
+    The export must still be running when it is killed, at the point its log proves (``TF_CPP_MIN_LOG_LEVEL=0``
+    lets TensorFlow's converter log that it opened the SavedModel), and SIGKILL must be what ends it.
+    """
     out = tmp_path / "out"
     out.mkdir()
     (out / "model_int8.tflite").write_bytes(b"previous artifact")
-    proc = subprocess.Popen([sys.executable, "-m", "export.tflite", "--model", str(model_dir), "--out", str(out), "--overwrite"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        staged = [p for p in out.iterdir() if p.name.startswith(".model_int8")]
-        if kill_after == "converting" or staged:
-            if kill_after == "converting":
-                time.sleep(8)  # inside TensorFlow's converter
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    fragment, leaves_staged = KILL_POINTS[kill_after]
+    child = Child([sys.executable, "-m", "export.tflite", "--model", str(model_dir), "--out", str(out), "--overwrite"],
+                  tmp_path / "export.log", ROOT, env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    child.wait_for(f"{fragment!r} in the export's log", logged(fragment))
+    child.kill()
+    staged = [p.name for p in out.iterdir() if p.name.startswith(".model_int8")]
+    # a staged file left behind: SIGKILL came between staging and the rename (the export removes it otherwise)
+    assert bool(staged) == leaves_staged, (staged, child.tail())
     assert (out / "model_int8.tflite").read_bytes() == b"previous artifact"
     assert not (out / "model_int8.tflite.json").exists()
 
 
-def test_builtin_kernels_are_verified_too(model_dir, shared_data, tmp_path):
+def test_builtin_kernels_are_verified_too(model_dir, xray_data, tmp_path):
     from export.tflite import export_tflite
     from runtime.classifier import Classifier
     from runtime.metrics import roc_auc
@@ -222,7 +231,7 @@ def test_builtin_kernels_are_verified_too(model_dir, shared_data, tmp_path):
     report = result.verification
     assert report["kernels"] == "default" and list(report["kernel_sets"]) == ["builtin"]
     builtin = report["kernel_sets"]["builtin"]["splits"]["test"]["auc"]["artifact"]
-    test = load_dataset(shared_data).splits["test"]
+    test = load_dataset(xray_data).splits["test"]
     for kernels, expected in (("builtin", builtin), ("default", report["splits"]["test"]["auc"]["artifact"])):
         clf = Classifier(result.path, kernels=kernels)
         assert roc_auc(binary_labels(test, 1), np.array([r.probability for r in clf.predict(np.asarray(test.images))])) == expected

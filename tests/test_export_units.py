@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import numpy as np
 import pytest
 
+import export.publish as publish_module
 from export.calibration import balanced_draw, calibration_split, draw_calibration
 from export.config import DriftLimits, OnnxExportConfig, TFLiteExportConfig
 from export.publish import check_destination, publish, rejected_path, sidecar_path, staged_file
 from export.verify import compare_split, drift_failures
-from runtime.artifact_metadata import METADATA_KEY, onnx_metadata_props, read_artifact_metadata, tflite_metadata_entries
+from runtime.artifact_metadata import (
+    METADATA_KEY,
+    onnx_metadata_props,
+    read_artifact,
+    read_artifact_metadata,
+    tflite_metadata_entries,
+)
+from runtime.classifier import verify_sidecar
 from runtime.datasets import load_dataset
 from runtime.errors import ConfigError, DataError, DriftError, ModelFileError, OutputError
+from runtime.fileio import atomic_write_json
+from runtime.integrity import seal, verify_content, with_placeholder
 
 from conftest import write_npz
 
@@ -83,7 +94,7 @@ def test_config_refuses_unknown_keys():
 
 # -- calibration -------------------------------------------------------------------------------
 def test_balanced_draw_is_stratified_seeded_and_not_the_first_rows():
-    labels = np.repeat([0, 1], [300, 100])  # sorted by label, as the shared arrays are
+    labels = np.repeat([0, 1], [300, 100])  # sorted by label, as the bundled arrays are
     a, b, c = balanced_draw(labels, 400, 50, 0), balanced_draw(labels, 400, 50, 0), balanced_draw(labels, 400, 50, 1)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert (labels[a] == 0).sum() == 25 and (labels[a] == 1).sum() == 25
@@ -145,16 +156,58 @@ def test_drift_failures_name_split_point_metric_and_bound():
 
 
 # -- publishing --------------------------------------------------------------------------------
+def _sealed_onnx(tag: str) -> bytes:
+    """A tiny ONNX file with metadata and its content digest, as the exporters write them."""
+    return seal(_onnx_with_metadata(with_placeholder({"metadata_version": 2, "tag": tag})))[0]
+
+
 def test_publish_renames_into_place_and_writes_the_sidecar(tmp_path):
-    dest = tmp_path / "model_int8.tflite"
+    dest = tmp_path / "model_int8.onnx"
+    blob = _sealed_onnx("new")
     with staged_file(dest) as staged:
-        staged.write_bytes(b"new model")
+        staged.write_bytes(blob)
         sidecar = publish(staged, dest, {"verification": {"passed": True}})
-    assert dest.read_bytes() == b"new model" and not staged.exists()
+    assert dest.read_bytes() == blob and not staged.exists()
     on_disk = json.loads(sidecar_path(dest).read_text())
-    assert on_disk == sidecar and on_disk["bytes"] == 9 and on_disk["artifact"] == "model_int8.tflite"
+    assert on_disk == sidecar and on_disk["bytes"] == len(blob) and on_disk["artifact"] == "model_int8.onnx"
+    assert on_disk["sha256"] == hashlib.sha256(blob).hexdigest()
     assert oct(dest.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_publish_refuses_an_unsealed_file(tmp_path):
+    dest = tmp_path / "m.onnx"
+    with staged_file(dest) as staged:
+        staged.write_bytes(_onnx_with_metadata({"metadata_version": 1}))
+        with pytest.raises(RuntimeError, match="without its content digest"):
+            publish(staged, dest, {"verification": {"passed": True}})
+    assert not dest.exists()
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one step of publishing: nothing after it runs."""
+
+
+@pytest.mark.parametrize("stop_at, left", [("artifact rename", "old"), ("sidecar write", "new")])
+def test_publishing_stopped_between_steps_never_pairs_a_file_with_another_checksum(tmp_path, monkeypatch, stop_at, left):
+    dest = tmp_path / "m.onnx"
+    old = _sealed_onnx("old")
+    dest.write_bytes(old)
+    atomic_write_json(sidecar_path(dest), {"sha256": hashlib.sha256(old).hexdigest()})
+
+    def killed(*args, **kwargs):
+        raise _Killed
+
+    with staged_file(dest) as staged:
+        staged.write_bytes(_sealed_onnx("new"))
+        with monkeypatch.context() as m:
+            m.setattr(*((os, "replace") if stop_at == "artifact rename" else (publish_module, "atomic_write_json")), killed)
+            with pytest.raises(_Killed):
+                publish(staged, dest, {"verification": {"passed": True}})
+    data, meta = read_artifact(dest)
+    assert meta["tag"] == left and verify_content(data, meta, str(dest))
+    assert not sidecar_path(dest).exists()  # the stale checksum went first
+    assert verify_sidecar(dest, data) is False  # and the runtime loads a file without one
 
 
 def test_a_failed_verification_leaves_the_previous_artifact(tmp_path):

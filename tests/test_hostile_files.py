@@ -13,19 +13,27 @@ import pytest
 
 from runtime.classifier import Classifier
 from runtime.errors import ModelFileError
+from runtime.integrity import DIGEST_KEY, PLACEHOLDER, seal
 
 
-def _forge(model_dir, tmp_path, change):
-    """A copy of the ONNX int8 model whose embedded metadata ``change`` edits (no sidecar: nothing to check it against)."""
+def _forge(model_dir, tmp_path, change, reseal=True):
+    """A copy of the ONNX int8 model whose embedded metadata ``change`` edits (no sidecar: nothing to check it against).
+
+    The content digest is a checksum, not a signature: a deliberate forger recomputes it (``reseal``), so the
+    metadata checks below must hold on their own.
+    """
     import onnx
 
     model = onnx.load(str(model_dir / "model_int8_x86.onnx"))
     (entry,) = [p for p in model.metadata_props if p.key == "inception_edge"]
     meta = json.loads(entry.value)
     change(meta)
+    if reseal:
+        meta[DIGEST_KEY] = PLACEHOLDER
     entry.value = json.dumps(meta)
     path = tmp_path / "forged.onnx"
-    onnx.save(model, str(path))
+    data = model.SerializeToString()
+    path.write_bytes(seal(data)[0] if reseal else data)
     return path
 
 
@@ -44,3 +52,27 @@ def test_forged_metadata_is_refused(model_dir, tmp_path, change, message):
 
 def test_the_unforged_copy_loads(model_dir, tmp_path):
     assert Classifier(_forge(model_dir, tmp_path, lambda m: None)).image_size == 75
+
+
+def test_metadata_edited_without_resealing_is_refused_by_the_digest(model_dir, tmp_path):
+    path = _forge(model_dir, tmp_path, lambda m: m["operating_points"][0].update(threshold=0.01), reseal=False)
+    with pytest.raises(ModelFileError, match=r"forged.onnx: content sha256 \w{12}\.\.\. does not match"):
+        Classifier(path)
+
+
+def test_a_file_from_before_digests_loads_with_a_warning(model_dir, tmp_path, caplog):
+    def older_export(meta):
+        meta.pop(DIGEST_KEY)
+        meta["metadata_version"] = 1
+
+    with caplog.at_level("WARNING", logger="runtime"):
+        clf = Classifier(_forge(model_dir, tmp_path, older_export, reseal=False))
+    assert clf.content_verified is False and clf.image_size == 75
+    assert [r.getMessage() for r in caplog.records] == [
+        f"warning: {tmp_path / 'forged.onnx'} has no embedded content_sha256 (exported before artifacts carried one); "
+        "it runs unchecked: re-export it, or keep its sidecar NAME.json beside it"]
+
+
+def test_a_current_file_that_lost_its_digest_field_is_refused(model_dir, tmp_path):
+    with pytest.raises(ModelFileError, match="forged.onnx: metadata_version 2 but no embedded content_sha256"):
+        Classifier(_forge(model_dir, tmp_path, lambda m: m.pop(DIGEST_KEY), reseal=False))

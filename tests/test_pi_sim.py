@@ -56,7 +56,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for p in ROOT.iterdir():
         if (p / "__init__.py").is_file():
             shutil.copytree(p, src / p.name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif p.name in ("pyproject.toml", "README.md") or p.name.startswith("LICENSE"):
+        elif p.name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
             shutil.copy2(p, src / p.name)
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)], out)
     (whl,) = out.glob("inception_edge-*.whl")
@@ -79,11 +79,11 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 @pytest.fixture(scope="module")
-def images(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+def images(xray_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """4 negative + 4 positive test images as 28x28 grayscale PNG, and one as 64x48 RGB (resizing, colour)."""
     from runtime.datasets import load_dataset
 
-    test = load_dataset(shared_data).splits["test"]
+    test = load_dataset(xray_data).splits["test"]
     out = tmp_path_factory.mktemp("pi_images")
     paths = []
     for i in [*np.flatnonzero(test.labels == 0)[:4], *np.flatnonzero(test.labels == 1)[:4]]:
@@ -105,6 +105,10 @@ def test_installs_offline_from_wheel_without_tensorflow(env: str, installed: dic
     where = _run([str(PI_SIM), "python", env, "-c", "import platform, runtime; print(platform.machine(), runtime.__file__)"],
                  tmp_path, PYTHONPATH=str(target))
     assert where.split() == ["aarch64", str(target / "runtime" / "__init__.py")]
+    # the bundled chest X-rays came with the wheel and pass their sha256 check on the Pi
+    data = _run([str(PI_SIM), "python", env, "-c", "from runtime.datasets import load_dataset; "
+                 "d = load_dataset('pneumoniamnist'); print(d.path, len(d.splits['test']))"], tmp_path, PYTHONPATH=str(target))
+    assert data.split() == [str(target / "runtime" / "data" / "pneumoniamnist_balanced.npz"), "468"]
 
 
 @pytest.mark.parametrize(("env", "package", "model"), [("litert", "ai-edge-litert", "tflite"),

@@ -23,8 +23,8 @@ ARTIFACTS = ["model_int8.tflite", "model_int8_x86.onnx"]
 
 
 @pytest.fixture(scope="module")
-def test_split(shared_data):
-    test = load_dataset(shared_data).splits["test"]
+def test_split(xray_data):
+    test = load_dataset(xray_data).splits["test"]
     return np.asarray(test.images), binary_labels(test, 1)
 
 
@@ -171,16 +171,48 @@ def test_cli_errors_are_one_line_even_after_the_model_loaded(artifacts, tmp_path
         assert proc.stderr.startswith("error: ") and culprit in proc.stderr and not proc.stdout
 
 
+# Refuses every import of TensorFlow, caught or not, and says so on stderr: the runtime's cold path must not try.
+_NO_TENSORFLOW = """
+import importlib.abc
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "tensorflow":
+            sys.stderr.write(f"tensorflow import attempted: {name}\\n")
+            raise ImportError(f"{name} is blocked in this test")
+sys.meta_path.insert(0, _NoTensorFlow())
+"""
+
+
 @pytest.mark.parametrize("name", ARTIFACTS)
 def test_bench_reports_consistent_figures(artifacts, name):
+    """Figures of ``run_bench`` in this process, and the cold start of ``python -m runtime bench`` in a fresh one.
+
+    Cold start is process start to the first answer (``/proc``), so it means something only in a fresh
+    process: in pytest's it is the age of the whole test session, and no bound on it could fail. It is
+    checked on the CLI's own process instead, with TensorFlow's import refused: that process must get
+    its answer without trying TensorFlow, its cold start must cover the import, load and first inference
+    it reports, and the rest (interpreter start and the runtime's own imports) must stay small.
+    """
     r = run_bench(BenchConfig(model=str(artifacts / name), runs=8, warmup=1, threads=1, callers=3))
     assert r.image_size == 75 and r.threads == 1 and r.backend in ("ai-edge-litert", "onnxruntime")
     assert 0 < r.bare.p50 <= r.bare.p90 and 0 < r.predict.p50 <= r.predict.p90
     assert r.overhead == pytest.approx(r.predict.p50 / r.bare.p50 - 1)
     assert r.images_per_s == pytest.approx(1e3 / r.predict.mean)
-    assert r.load_s > 0 and r.first_inference_s > 0 and r.cold_start_s > r.load_s + r.first_inference_s
+    assert r.load_s > 0 and r.first_inference_s > 0
     assert 50 < r.rss_after_load_mb <= r.peak_rss_mb
     assert r.concurrency["predictions"] == 24 and r.concurrency["equal_to_serial"]
-    proc = _cli("bench", str(artifacts / name), "--runs", "3", "--threads", "1", "--json")
+    proc = _cli("bench", str(artifacts / name), "--runs", "3", "--threads", "1", "--json", prelude=_NO_TENSORFLOW)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["predict"]["p50"] > 0
+    assert "tensorflow import attempted" not in proc.stderr, proc.stderr
+    fresh = json.loads(proc.stdout)
+    assert fresh["predict"]["p50"] > 0 and fresh["backend"] == r.backend
+    measured = fresh["import_s"] + fresh["load_s"] + fresh["first_inference_s"]
+    assert fresh["cold_start_s"] is not None and measured < fresh["cold_start_s"] < measured + 10.0, fresh
+
+
+def test_onnx_sessions_ask_for_unsaturated_int8_products(artifacts):
+    """x86 CPUs without VNNI saturate uint8 x int8 products in int16 (the int8 - float logit spread measured 0.74 instead
+    of 0.22 on such a CPU, see runtime.backends); every session must carry the option that avoids it."""
+    clf = Classifier(artifacts / "model_int8_x86.onnx", backend="onnxruntime")
+    options = clf.engine._session.get_session_options()
+    assert options.get_session_config_entry("session.x64quantprecision") == "1"

@@ -19,8 +19,8 @@ from runtime.metrics import binary_metrics, roc_auc
 
 
 @pytest.fixture(scope="module")
-def test_images(shared_data):
-    test = load_dataset(shared_data).splits["test"]
+def test_images(xray_data):
+    test = load_dataset(xray_data).splits["test"]
     return np.asarray(test.images), binary_labels(test, 1)
 
 

@@ -1,4 +1,4 @@
-"""End to end on the shared PneumoniaMNIST arrays at 75x75 with --weights none (the issue's "done when").
+"""End to end on the bundled PneumoniaMNIST arrays at 75x75 with --weights none: the training stage's acceptance run.
 
 One training run (about 3-4 minutes on 2 cores) serves every test in this module.
 """
@@ -20,18 +20,18 @@ def trained(trained75):
 
 
 @pytest.fixture(scope="module")
-def saved_model_test_logits(trained, shared_data):
+def saved_model_test_logits(trained, xray_data):
     import tensorflow as tf
 
     cfg, result = trained
     loaded = tf.saved_model.load(str(result.out / result.card["saved_model"]))
-    test = load_dataset(shared_data).splits["test"]
+    test = load_dataset(xray_data).splits["test"]
     logits = np.concatenate([np.asarray(loaded.serve(tf.constant(b))).reshape(-1)
                              for b in iter_pixel_batches(test, np.arange(len(test)), 100, 75, None)])
     return binary_labels(test, 1), logits
 
 
-def test_card_holds_the_contract_fields(trained, shared_data):
+def test_card_holds_the_contract_fields(trained, xray_data):
     cfg, result = trained
     card = json.loads((result.out / "model_card.json").read_text())
     assert card == result.card

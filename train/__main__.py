@@ -9,7 +9,7 @@ from runtime.cli import Parser, run_cli
 
 from .config import FINE_TUNE_BLOCKS, TrainConfig
 
-EXAMPLE = "example: python -m train --data ../shared/data/pneumoniamnist_balanced.npz --image-size 75 --weights none --out runs/pneumonia75"
+EXAMPLE = "example: python -m train --data pneumoniamnist --image-size 75 --weights none --out runs/pneumonia75"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="a MedMNIST-style .npz (train_images/train_labels, optional val_*, test_*) "
-                   "or a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest)")
+                   "or a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest), or the name of a bundled "
+                   "dataset: pneumoniamnist (balanced PneumoniaMNIST chest X-rays, CC BY 4.0; a local path of that name "
+                   "is written ./pneumoniamnist)")
     g.add_argument("--pixel-range", default=None, help="LOW,HIGH value range of float images, e.g. 0,1; required for float data, never guessed")
     g.add_argument("--positive-label", type=int, default=d["positive_label"].default, help="label value of the positive class (mapped to 1)")
     g.add_argument("--class-names", default=",".join(d["class_names"].default), help="NEGATIVE,POSITIVE names for the model card")

@@ -195,7 +195,8 @@ def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], 
         "operating_points": [p.to_dict() for p in points],
         "metrics": metrics,
         "class_counts": counts,
-        "data": {"path": str(Path(cfg.data).resolve()),
+        "data": {"path": str(data.path.resolve()),
+                 "bundled": data.bundled,  # a bundled dataset is found by name on any install, wherever its file lives
                  "image_shape": list(data.splits["train"].images.shape[1:]),  # before resizing: what later data must match
                  "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
         "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(seconds, 1)},

@@ -23,7 +23,7 @@ from runtime.fileio import sha256_file
 from ..config import OnnxExportConfig
 from ..fallback import log_ranking, measure_latency, search
 from ..layer_errors import LayerError, layer_report, rank
-from ..metadata import build_metadata, embed_onnx
+from ..metadata import build_metadata, embed_onnx, seal_artifact
 from ..publish import sidecar_path, staged_file
 from ..session import ExportResult, ExportSession
 from ..source import open_model_dir
@@ -60,8 +60,9 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
 
         int8_model, int8_meta, extra = _int8(session, cfg, fp32_file, work)
         embed_onnx(int8_model, int8_meta)
+        data, int8_meta = seal_artifact(int8_model.SerializeToString(), int8_meta, cfg.int8_name)
         with staged_file(int8_dest) as staged:
-            staged.write_bytes(int8_model.SerializeToString())
+            staged.write_bytes(data)
             results.append(session.verify_and_publish(staged, int8_dest, int8_meta, extra))
     return results
 
@@ -125,8 +126,6 @@ def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: 
 
 def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, destination: Path) -> ExportResult:
     """tf2onnx, metadata, the numerical check against the SavedModel, then verification and publishing."""
-    import onnx
-
     from . import convert
 
     start = time.perf_counter()
@@ -135,7 +134,8 @@ def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, d
     meta = build_metadata(session.source, {"format": "onnx", "precision": "fp32", "opset": cfg.opset},
                           {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, None)
     embed_onnx(model, meta)
-    onnx.save(model, str(scratch))
+    data, meta = seal_artifact(model.SerializeToString(), meta, cfg.fp32_name)
+    scratch.write_bytes(data)
     numerical, outputs = check_fp32(session, scratch, cfg.max_fp32_delta)
     with staged_file(destination) as staged:
         shutil.copyfile(scratch, staged)  # the very bytes the numerical check ran

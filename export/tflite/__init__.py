@@ -14,7 +14,7 @@ from typing import Any
 from ..config import TFLiteExportConfig
 from ..fallback import log_ranking, measure_latency, search
 from ..layer_errors import LayerError, layer_report, rank
-from ..metadata import build_metadata, embed_tflite
+from ..metadata import build_metadata, embed_tflite, seal_artifact
 from ..publish import staged_file
 from ..session import ExportResult, ExportSession
 
@@ -104,8 +104,9 @@ def _publish(session: ExportSession, cfg: TFLiteExportConfig, model: Any, metada
 
     embed_tflite(model, metadata)
     destination = session.out_dir / cfg.artifact_name
+    data, metadata = seal_artifact(convert.write_model(model), metadata, cfg.artifact_name)
     with staged_file(destination) as staged:
-        staged.write_bytes(convert.write_model(model))
+        staged.write_bytes(data)
         log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, extra["convert_seconds"], staged.stat().st_size / 1e6)
         return session.verify_and_publish(staged, destination, metadata,
                                           {"kernels": convert.kernel_inventory(model), **extra},
