@@ -124,4 +124,5 @@ def test_cli_process_prints_one_line_without_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "train", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.npz'}: no such file or directory; expected a .npz file or a directory with Xtrain.npy and Ytrain.npy"]
+    assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.npz'}: no such file or directory; expected a .npz file, a directory with Xtrain.npy and Ytrain.npy, "
+                                                 "or a bundled dataset name (pneumoniamnist)"]
