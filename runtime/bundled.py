@@ -9,11 +9,11 @@ is an error that lists the names, not a silent substitution.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .fileio import sha256_file
 
 DATA_DIR = Path(__file__).resolve().with_name("data")
 
@@ -60,7 +60,7 @@ def bundled_path(name: str) -> Path:
         raise DataError(f"{name}: not a bundled dataset; expected one of {', '.join(sorted(BUNDLED))}")
     path = entry.path
     try:
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        actual = sha256_file(path)
     except OSError as exc:
         raise DataError(f"{path}: the bundled dataset {name!r} cannot be read ({exc.strerror}); reinstall inception-edge") from None
     if actual != entry.sha256:
