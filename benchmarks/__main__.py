@@ -53,7 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--throughput-batch", type=int, default=d.throughput_batch,
                    help=f"batch size of the throughput run (default {d.throughput_batch}; 0 skips it)")
     p.add_argument("--max-drift", default="", help="limits the report judges each format's drift by, KEY=VALUE,... over "
-                   "sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98 (the exports' defaults), or none")
+                   "sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97 (the exports' defaults), or none")
+    p.add_argument("--gate", default=d.gate, choices=("noninferiority", "point"), help="how --max-drift is checked on "
+                   "the split: noninferiority (default) flags a change whose whole 95%% interval lies beyond a limit (the "
+                   "export's gate, on thousands of pooled images, showed it lies within); point flags observed changes "
+                   "beyond a limit, which one image can flip")
+    p.add_argument("--prevalence", type=float, default=None, help="share of positives where the model is used, for PPV "
+                   "and NPV with intervals (default: the split's own)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"limit per worker process (default {d.timeout_s:.0f})")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
@@ -62,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     return BenchmarkConfig(model=args.model, data=args.data, split=args.split, formats=args.formats, out=args.out,
                            overwrite=args.overwrite, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           throughput_batch=args.throughput_batch, max_drift=args.max_drift, timeout_s=args.timeout_s, plots=not args.no_plots)
+                           throughput_batch=args.throughput_batch, max_drift=args.max_drift, gate=args.gate,
+                           prevalence=args.prevalence, timeout_s=args.timeout_s, plots=not args.no_plots)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,8 @@ class BenchmarkConfig:
     throughput_batch: int = 32
     throughput_runs: int = 3  # batches timed for throughput
     max_drift: str = ""  # drift limits the report judges each format by (export.config.DriftLimits.parse); "" = the defaults
+    gate: str = "noninferiority"  # how they are checked: the 95% bounds (default) or the observed changes (point)
+    prevalence: float | None = None  # for PPV and NPV in the report; None = the split's own
     timeout_s: float = 1800.0  # per worker process; a 299x299 SavedModel evaluating 468 images takes about a minute
     plots: bool = True
 
@@ -47,6 +49,12 @@ class BenchmarkConfig:
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout-s {self.timeout_s}: expected a positive number of seconds")
         self.drift_limits()  # a bad spec fails now, not after the measurements
+        from export.config import GATES
+
+        if self.gate not in GATES:
+            raise ConfigError(f"--gate {self.gate!r}: expected one of {', '.join(GATES)}")
+        if self.prevalence is not None and not 0.0 < self.prevalence < 1.0:
+            raise ConfigError(f"--prevalence {self.prevalence}: expected a share of positives strictly between 0 and 1")
         if not self.split:
             raise ConfigError("--split '': expected a split name such as test")
 

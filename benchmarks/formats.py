@@ -24,7 +24,7 @@ _REJECTED = ".rejected.json"
 
 
 def this_machines_onnx_target() -> str:
-    """The ONNX int8 preset for this CPU: int8 activations on ARM, uint8 on x86 (2.5x faster there)."""
+    """The ONNX target named for this CPU's family (both targets now quantize alike: see ``export.onnx``)."""
     return "pi" if platform.machine().lower() in ("aarch64", "arm64", "armv8l") else "x86"
 
 
@@ -39,6 +39,7 @@ class Format:
     target: str | None = None  # the ONNX int8 preset ("pi" or "x86"), else None
     error: str | None = None  # why the export or its metadata failed; the row is then reported, not run
     float_layers: int = 0  # layers an int8 export kept in float (``--fallback auto``)
+    activations: str | None = None  # an ONNX int8 file's activation type ("uint8" or "int8")
 
     @property
     def int8(self) -> bool:
@@ -52,8 +53,9 @@ class Format:
         return f"{engine} {self.precision}{preset}{fallback}"
 
     def suits_this_machine(self) -> bool:
-        """False for an ONNX preset tuned for the other CPU family (int8 activations for ARM, uint8 for x86)."""
-        return self.target is None or self.target == this_machines_onnx_target()
+        """False for an ONNX file of an older export with int8 activations (made for ARM) on x86, or the reverse.
+        uint8 activations (every current export) run at full speed on both."""
+        return self.target is None or self.activations == "uint8" or self.target == this_machines_onnx_target()
 
     def float_counterpart(self, available: dict[str, Format]) -> str:
         """The float format this one is a cheaper replacement for: ONNX fp32 for ONNX, else the SavedModel."""
@@ -75,7 +77,9 @@ def _from_artifact(path: Path) -> Format:
         precision = {"int8": "int8", "float16": "float16", "dynamic": "dynamic"}.get(str(artifact.get("mode")), "unknown")
         return Format(path.name, path, kind, precision, float_layers=float_layers)
     precision = "int8" if artifact.get("precision") == "int8" else "float32"
-    return Format(path.name, path, kind, precision, target=artifact.get("target"), float_layers=float_layers)
+    activations = (artifact.get("quantization") or {}).get("activation_type")
+    return Format(path.name, path, kind, precision, target=artifact.get("target"), float_layers=float_layers,
+                  activations=activations)
 
 
 def _from_rejected(report_path: Path) -> Format:

@@ -121,7 +121,10 @@ def markdown(report: dict[str, Any]) -> str:
     judged = {n: r["drift_failures"] for n, r in formats.items() if "drift_failures" in r}
     if judged and limits:
         bounds = ", ".join(f"{k} {'>=' if k == 'agreement' else '<='} {v}" for k, v in limits.items())
-        lines += ["", f"## Drift against the float SavedModel ({ev['split']}; limits: {bounds})", ""]
+        rule = ("flagged when the 95% interval of a change lies wholly beyond them; showing that it lies within them "
+                "is the export's gate, on more images" if ev.get("gate", "noninferiority") == "noninferiority"
+                else "the observed changes must lie within them")
+        lines += ["", f"## Drift against the float SavedModel ({ev['split']}; limits: {bounds}; {rule})", ""]
         lines += [f"- `{n}`: " + ("within the limits" if not f else "OUTSIDE: " + "; ".join(f)) for n, f in judged.items()]
     notes = []
     if SAVED_MODEL in formats and formats[SAVED_MODEL].get("bytes"):
@@ -133,21 +136,58 @@ def markdown(report: dict[str, Any]) -> str:
         lines += ["", *notes]
     points = [p["name"] for p in card["operating_points"]]
     lines += ["", f"## Accuracy at the model card's operating points ({ev['split']}, change against the float SavedModel)", "",
-              "| format | operating point | threshold p | sensitivity | delta | specificity | delta | accuracy | delta | agreement |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+              "Rates with 95% Wilson intervals; changes are paired (artifact minus float, image by image) with 95% Newcombe "
+              "intervals and the exact McNemar p of the flipped decisions; agreement with its Wilson interval. "
+              + _one_image_line(formats), "",
+              "| format | operating point | threshold p | sensitivity | change | specificity | change | PPV / NPV | agreement |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in formats.items():
         rows = (r.get("accuracy") or {}).get("operating_points")
         if not rows:
             continue
+        summary = (r.get("accuracy") or {}).get("artifact") or {}
         for point in points:
             p = rows[point]
-            art, flt = p["artifact"], p["float"]
-            lines.append(f"| `{name}` | {point} | {p['threshold']:.4f} | {art['sensitivity']:.4f} | {_delta(p['delta_sensitivity'])} | "
-                         f"{art['specificity']:.4f} | {_delta(p['delta_specificity'])} | {art['accuracy']:.4f} | "
-                         f"{_delta(art['accuracy'] - flt['accuracy'])} | {p['agreement']:.4f} |")
+            art, full = p["artifact"], summary.get(point) or {}
+            lines.append(f"| `{name}` | {point} | {p['threshold']:.4f} | {_rate(art['sensitivity'], full, 'sensitivity')} | "
+                         f"{_change(p, 'sensitivity')} | {_rate(art['specificity'], full, 'specificity')} | "
+                         f"{_change(p, 'specificity')} | {_predictive(full)} | {_agreement(p)} |")
     if report.get("plots"):
         lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in report["plots"])]
     return "\n".join(lines) + "\n"
+
+
+def _one_image_line(formats: dict[str, Any]) -> str:
+    one = next((r["accuracy"].get("one_image") for r in formats.values() if (r.get("accuracy") or {}).get("one_image")), None)
+    if not one:
+        return ""
+    return (f"One image moves sensitivity by {one['sensitivity']:.4f}, specificity by {one['specificity']:.4f} and "
+            f"agreement by {one['accuracy']:.4f} on this split.")
+
+
+def _rate(value: float, full: dict[str, Any], metric: str) -> str:
+    iv = (full.get("intervals") or {}).get(metric)
+    return f"{value:.4f}" + (f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else "")
+
+
+def _change(p: dict[str, Any], metric: str) -> str:
+    c = p.get(f"{metric}_change")
+    if not c:
+        return _delta(p[f"delta_{metric}"])
+    return f"{_delta(c['value'])} [{c['low']:+.3f}, {c['high']:+.3f}] (-{c['lost']}/+{c['gained']}, p={c['mcnemar_p']:.2g})"
+
+
+def _predictive(full: dict[str, Any]) -> str:
+    pv = full.get("at_prevalence")
+    if not pv:
+        return "-"
+    return (f"{pv['ppv']['value']:.3f} [{pv['ppv']['low']:.3f}, {pv['ppv']['high']:.3f}] / "
+            f"{pv['npv']['value']:.3f} [{pv['npv']['low']:.3f}, {pv['npv']['high']:.3f}] at {pv['prevalence']:.3g}")
+
+
+def _agreement(p: dict[str, Any]) -> str:
+    iv = p.get("agreement_interval")
+    return f"{p['agreement']:.4f}" + (f" [{iv['low']:.4f}, {iv['high']:.4f}]" if iv else "")
 
 
 def plot(report: dict[str, Any], directory: Path) -> list[str]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from export.source import ModelSource, open_model_dir, open_training_data
-from export.verify import compare_split, drift_failures
+from export.verify import compare_split, split_failures
 from runtime.datasets import (
     Split,
     binary_labels,
@@ -180,7 +180,7 @@ def _measure(fmt: Format, cfg: BenchmarkConfig, size: int, evaluation: Evaluatio
 
 
 def _score(rows: dict[str, dict[str, Any]], formats: dict[str, Format], evaluation: Evaluation,
-           operating_points: list[dict[str, Any]], limits: Any) -> None:
+           operating_points: list[dict[str, Any]], limits: Any, gate: str, prevalence: float | None) -> None:
     """Accuracy and drift of every measured format against the SavedModel, in place."""
     reference = rows[SAVED_MODEL].get("logits")
     for name, row in rows.items():
@@ -188,11 +188,11 @@ def _score(rows: dict[str, dict[str, Any]], formats: dict[str, Format], evaluati
         if logits is None:
             continue
         ref = reference if reference is not None else logits
-        comparison = compare_split(evaluation.labels01, ref, logits, operating_points)
+        comparison = compare_split(evaluation.labels01, ref, logits, operating_points, prevalence)
         row["accuracy"] = comparison if reference is not None else {k: comparison[k] for k in ("n", "auc")}
         row["compared_with"] = SAVED_MODEL if reference is not None else None
         if reference is not None and name != SAVED_MODEL and limits is not None:
-            row["drift_failures"] = drift_failures({evaluation.split: comparison}, limits)
+            row["drift_failures"] = split_failures(gate, evaluation.split, comparison, limits)
         counterpart = formats[name].float_counterpart(formats)
         row["float_counterpart"] = counterpart if name != SAVED_MODEL else None
         row["suits_this_machine"] = formats[name].suits_this_machine()
@@ -218,7 +218,7 @@ def run_benchmarks(cfg: BenchmarkConfig, command: str = "", note: str = "") -> B
                  source.image_size, source.image_size)
         rows = {name: _measure(fmt, cfg, source.image_size, evaluation, work) for name, fmt in formats.items()}
     limits = cfg.drift_limits()
-    _score(rows, formats, evaluation, source.card["operating_points"], limits)
+    _score(rows, formats, evaluation, source.card["operating_points"], limits, cfg.gate, cfg.prevalence)
     card = source.card
     report = BenchmarkReport(
         config=cfg.to_dict(),
@@ -227,7 +227,8 @@ def run_benchmarks(cfg: BenchmarkConfig, command: str = "", note: str = "") -> B
                     "operating_points": card["operating_points"], "saved_model_sha256": card.get("saved_model_sha256")},
         evaluation={"split": evaluation.split, "source": evaluation.source, "n": int(evaluation.labels01.size),
                     "positives": int(evaluation.labels01.sum()),
-                    "drift_limits": None if limits is None else limits.to_dict()},
+                    "drift_limits": None if limits is None else limits.to_dict(), "gate": cfg.gate,
+                    "prevalence": cfg.prevalence},
         formats=rows, machine=machine_record(), command=command, seconds=time.monotonic() - started, note=note)
     write_report(report, cfg.out_dir, cfg.overwrite, cfg.plots)
     return report

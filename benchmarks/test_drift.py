@@ -7,10 +7,13 @@ verification, so these checks hold the shipped files to the export's own contrac
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from benchmarks.report import widest_latency
-from export.verify import drift_failures
+from export.verify import split_failures
 
 FP32_MAX_DELTA_LOGIT = 1e-3  # the ONNX export's own bound (--max-fp32-delta)
 
@@ -27,8 +30,19 @@ def _row(report: dict, name: str) -> dict:
 def test_int8_drift_within_limits(int8_artifact, benchmark_report, drift_limits):
     row = _row(benchmark_report, int8_artifact)
     split = benchmark_report["evaluation"]["split"]
-    failures = drift_failures({split: row["accuracy"]}, drift_limits)
+    failures = split_failures(benchmark_report["evaluation"].get("gate", "noninferiority"), split, row["accuracy"], drift_limits)
     assert not failures, f"{int8_artifact} against the float SavedModel: " + "; ".join(failures)
+
+
+def test_int8_passed_its_exports_gate_at_these_limits(int8_artifact, benchmark_report, drift_limits):
+    """The export showed, on its pooled images, what the benchmark's one split is too small to show."""
+    path = Path(_row(benchmark_report, int8_artifact)["path"])
+    verification = json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8"))["verification"]
+    assert verification["passed"], f"{int8_artifact}: its export refused it: {verification['failures']}"
+    assert verification["gate"]["rule"] == "noninferiority", f"{int8_artifact}: exported under --gate {verification['gate']['rule']}"
+    looser = {k: v for k, v in verification["limits"].items()
+              if (v < getattr(drift_limits, k) if k == "agreement" else v > getattr(drift_limits, k))}
+    assert not looser, f"{int8_artifact}: exported at looser limits {looser} than {drift_limits.to_dict()}"
 
 
 def test_int8_is_not_slower_than_its_float_counterpart(int8_artifact, benchmark_report):

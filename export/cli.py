@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .config import FALLBACK_MODES, DriftLimits, ExportConfig
+from .config import FALLBACK_MODES, GATES, DriftLimits, ExportConfig
 from .session import ExportResult, summary_line
 
-DRIFT_HELP = ("KEY=VALUE,... over the defaults sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98 "
-              "(absolute changes vs the float SavedModel at every operating point, on val and test), or none to report "
-              "without failing. Beyond it the artifact is not written, its report goes to NAME.rejected.json, exit status 3")
+DRIFT_HELP = ("KEY=VALUE,... over the defaults sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97: the largest "
+              "acceptable loss of sensitivity, specificity and AUC, and the least share of decisions that must agree "
+              "with the float SavedModel, at every operating point; or none to report without failing. How they are "
+              "checked: --gate. Beyond them the artifact is not written, its report goes to NAME.rejected.json, exit status 3")
+GATE_HELP = ("noninferiority (default): the 95%% bounds must lie within --max-drift (the loss's upper bound, paired "
+             "Newcombe/DeLong; agreement's lower bound, Wilson), on val, test and the training images not drawn for "
+             "calibration pooled, so one image cannot flip the verdict; point: the observed changes on val and on test "
+             "each alone (the older rule, which one image can flip). See docs/statistics.md")
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +31,13 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--calibration-size", type=int, default=d["calibration_size"].default,
                    help="images in the calibration sample (the TensorFlow guide advises 100-500)")
     c.add_argument("--calibration-seed", type=int, default=d["calibration_seed"].default, help="seed of the class-balanced draw")
-    c.add_argument("--max-drift", default="sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.98", help=DRIFT_HELP)
+    c.add_argument("--max-drift", default="sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97", help=DRIFT_HELP)
+    c.add_argument("--gate", default=d["gate"].default, choices=GATES, help=GATE_HELP)
+    c.add_argument("--prevalence", type=float, default=None, help="share of positives where the model is used (e.g. 0.05), "
+                   "for PPV and NPV with intervals in the report (default: each split's own)")
+    c.add_argument("--agreement-images", type=_count_or_all, default=None, metavar="N|all",
+                   help="training images not drawn for calibration on which agreement and logit drift are measured too "
+                        "(default all; 0: none)")
     c.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
                    help="int8: keep the converter's output as is instead of removing the mean logit shift that int8 "
                         "rounding adds (measured on the calibration images)")
@@ -43,11 +54,21 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="most fallback steps (one ranked layer and the ops reading its output each) before giving up")
 
 
+def _count_or_all(text: str) -> int | None:
+    if text.strip().lower() == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither all nor an integer") from None
+
+
 def common_config(args: argparse.Namespace) -> dict[str, Any]:
     return {"model": args.model, "out": args.out, "overwrite": args.overwrite, "data": args.data,
             "calibration_data": args.calibration_data, "calibration_size": args.calibration_size,
             "calibration_seed": args.calibration_seed, "max_drift": DriftLimits.parse(args.max_drift),
-            "threads": args.threads, "bias_correction": args.bias_correction,
+            "threads": args.threads, "bias_correction": args.bias_correction, "gate": args.gate,
+            "prevalence": args.prevalence, "agreement_images": args.agreement_images,
             "layer_report_images": args.layer_report_images, "fallback": args.fallback,
             "fallback_max_layers": args.fallback_max_layers}
 

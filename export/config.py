@@ -20,22 +20,28 @@ TFLITE_INPUT_TYPES = ("uint8", "int8")
 ONNX_TARGETS = ("pi", "x86")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 FALLBACK_MODES = ("off", "auto")
+GATES = ("noninferiority", "point")
 MIN_OPSET = 17  # the minimum opset (--opset); tf2onnx 1.17 handles every op of this graph at 17
 
 
 @dataclass(frozen=True)
 class DriftLimits:
-    """How far an artifact may move from the float SavedModel, at every operating point.
+    """How far an artifact may move from the float SavedModel, at every operating point: the largest loss of
+    sensitivity, specificity and AUC, and the least share of decisions that must agree.
 
     Defaults: two points of sensitivity or specificity is about the noise between two
     radiologists' reads on this kind of data and well under what a clinic would notice; a
-    hundredth of AUC and 2% flipped decisions bound the rest.
+    hundredth of AUC bounds the ranking. Agreement 0.97 is checked, like the rest, on the 95%
+    bound (``ExportConfig.gate``): "shown that at most 3% of decisions change", stricter than the
+    former 0.98 on the observed share of 270 images, whose 95% bound at that edge was 0.957. At
+    0.98 the bound is out of reach for int8 exports whose decisions differ on 1.5-2% of images,
+    which every quantizer measured leaves on the 75x75 reference model (docs/statistics.md).
     """
 
     sensitivity: float = 0.02
     specificity: float = 0.02
     auc: float = 0.01
-    agreement: float = 0.98
+    agreement: float = 0.97
 
     @classmethod
     def parse(cls, text: str) -> DriftLimits | None:
@@ -80,6 +86,14 @@ class ExportConfig:
     calibration_size: int = 200
     calibration_seed: int = 0
     max_drift: DriftLimits | None = field(default_factory=DriftLimits)  # None: report, never fail
+    # noninferiority: the 95% bounds of the changes must lie within max_drift (noise cannot flip the verdict);
+    # point: the observed changes on val and on test alone, the rule one image can flip (docs/statistics.md).
+    gate: str = "noninferiority"
+    # Share of positives where the model will be used, for PPV and NPV in the report; None: each split's own.
+    prevalence: float | None = None
+    # Training images not drawn for calibration on which agreement and logit drift are measured as well
+    # (no decision of the export is made on them): None = all of them, 0 = none, N = a seeded draw of N.
+    agreement_images: int | None = None
     # int8 rounding shifted the 299x299 reference model's logits down on average (sensitivity fell at every
     # operating point while AUC held): subtract the mean shift measured on the calibration images.
     bias_correction: bool = True
@@ -109,6 +123,12 @@ class ExportConfig:
             raise ConfigError(f"--threads {self.threads}: expected a positive integer")
         if self.max_drift is not None:
             self.max_drift.validate()
+        if self.gate not in GATES:
+            raise ConfigError(f"--gate {self.gate!r}: expected one of {', '.join(GATES)}")
+        if self.prevalence is not None and not (isinstance(self.prevalence, (int, float)) and 0.0 < self.prevalence < 1.0):
+            raise ConfigError(f"--prevalence {self.prevalence!r}: expected a share of positives strictly between 0 and 1")
+        if self.agreement_images is not None and (not isinstance(self.agreement_images, int) or self.agreement_images < 0):
+            raise ConfigError(f"--agreement-images {self.agreement_images!r}: expected all, 0 or a positive integer")
         if self.fallback not in FALLBACK_MODES:
             raise ConfigError(f"--fallback {self.fallback!r}: expected one of {', '.join(FALLBACK_MODES)}")
         if not isinstance(self.fallback_max_layers, int) or self.fallback_max_layers < 1:
@@ -177,7 +197,7 @@ class TFLiteExportConfig(ExportConfig):
 
 @dataclass
 class OnnxExportConfig(ExportConfig):
-    target: str = "pi"  # pi: int8 activations (ARM kernels favour them); x86: uint8 (VNNI kernels are 2.6x faster)
+    target: str = "pi"  # the device the file is meant for; both targets now quantize alike (U8S8, see export.onnx)
     # percentile (99.9999th, asymmetric) passed the drift limits on more calibration draws than minmax
     # (8 vs 5 of 10 on the 75x75 reference model). onnxruntime 1.32's entropy, with its fixed 128 bins,
     # comes out equal to minmax.

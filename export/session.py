@@ -25,9 +25,12 @@ from .config import ExportConfig
 from .publish import check_destination, publish
 from .source import ModelSource, open_model_dir, open_training_data
 from .verify import (
-    SELECTION_SPLIT,
+    SELECTION_SPLITS,
+    VERIFY_SPLITS,
     LabelledPixels,
     artifact_logits,
+    pool_rows,
+    shortfall,
     saved_model_logits,
     verification_splits,
     verify_artifact,
@@ -58,6 +61,7 @@ class ExportSession:
     _verify_data: list[LabelledPixels] | None = None
     _reference: dict[str, np.ndarray] | None = None
     _calibration_reference: np.ndarray | None = None
+    _pool: np.ndarray | None = None  # training rows not drawn for calibration, for agreement on more images
 
     @classmethod
     def open(cls, cfg: ExportConfig, artifact_names: list[str], needs_calibration: bool,
@@ -73,6 +77,11 @@ class ExportSession:
                                                     source.image_size, source.pixel_range)
             log.info("calibration: %d images from %s (seed %d, %s)", cfg.calibration_size, split.source,
                      cfg.calibration_seed, session._calibration.record["class_counts"])
+        train = session.dataset.split("train")
+        if train is not None and cfg.agreement_images != 0:
+            drawn = (np.asarray(session._calibration.record["indices"])
+                     if session._calibration is not None and cfg.calibration_data is None else None)
+            session._pool = pool_rows(len(train), drawn, cfg.agreement_images, cfg.calibration_seed)
         return session
 
     def calibration(self) -> CalibrationSample:
@@ -83,7 +92,7 @@ class ExportSession:
     def verify_data(self) -> list[LabelledPixels]:
         if self._verify_data is None:
             self._verify_data = verification_splits(self.dataset.splits, self.source.positive_label,
-                                                    self.source.image_size, self.source.pixel_range)
+                                                    self.source.image_size, self.source.pixel_range, self._pool)
         return self._verify_data
 
     def reference(self) -> dict[str, np.ndarray]:
@@ -118,20 +127,27 @@ class ExportSession:
         backend = open_backend(path, threads=self.cfg.threads, kernels=kernels)
         return artifact_logits(backend, self.verify_data()), backend.package
 
-    def selection_failures(self, path: Path, kernel_sets: tuple[str, ...] = ("default",)) -> list[str]:
-        """Drift failures of ``path`` on the validation split alone, on every kernel set: the fallback's stopping rule.
-
-        The test split is left out so that the final verification still scores it as held-out data.
-        """
-        data = [d for d in self.verify_data() if d.name == SELECTION_SPLIT]
-        if not data:
-            raise DataError(f"{self.dataset.path}: no {SELECTION_SPLIT!r} split; --fallback auto chooses layers on it")
-        failures = []
+    def selection_verdict(self, path: Path, kernel_sets: tuple[str, ...] = ("default",)) -> tuple[list[str], float]:
+        """The gate's failures and shortfall (:func:`export.verify.shortfall`) for ``path`` on the selection splits
+        (val and the unused training images), worst over ``kernel_sets``: the fallback's rule, the same gate as the
+        final verification. The test split is left out so that the final verification still scores it held out."""
+        data = [d for d in self.verify_data() if d.name in SELECTION_SPLITS]
+        if not any(d.name == "val" for d in data):
+            raise DataError(f"{self.dataset.path}: no 'val' split; --fallback auto chooses layers on it")
+        if self.cfg.max_drift is None:
+            raise DataError("--fallback auto needs --max-drift limits to reach")
+        failures, worst = [], float("-inf")
         for kernels in kernel_sets:
             logits = artifact_logits(open_backend(path, threads=self.cfg.threads, kernels=kernels), data)
-            report = verify_artifact(logits, data, self.reference(), self.source.card["operating_points"], self.cfg.max_drift)
+            report = self.judge(logits, data)
             failures += [f if kernels == "default" else f"{kernels} kernels: {f}" for f in report["failures"]]
-        return failures
+            worst = max(worst, shortfall(report, self.cfg.max_drift))
+        return failures, worst
+
+    def judge(self, logits: dict[str, np.ndarray], data: list[LabelledPixels] | None = None) -> dict[str, Any]:
+        """The verification report of these logits under this export's gate, limits and prevalence."""
+        return verify_artifact(logits, data or self.verify_data(), self.reference(), self.source.card["operating_points"],
+                               self.cfg.max_drift, self.cfg.gate, self.cfg.prevalence)
 
     def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
                            extra: dict[str, Any] | None = None,
@@ -145,14 +161,12 @@ class ExportSession:
         """
         start = time.perf_counter()
         logits, package = outputs or self.artifact_logits(staged)
-        report = verify_artifact(logits, self.verify_data(), self.reference(), self.source.card["operating_points"],
-                                 self.cfg.max_drift)
+        report = self.judge(logits)
         report["backend"], report["kernels"] = package, "default"
         report["kernel_sets"] = {}
         for kernels in (k for k in kernel_sets if k != "default"):
             other_logits, other_package = self.artifact_logits(staged, kernels)
-            other = verify_artifact(other_logits, self.verify_data(), self.reference(), self.source.card["operating_points"],
-                                    self.cfg.max_drift)
+            other = self.judge(other_logits)
             other["backend"] = other_package
             log.info("%s with %s kernels: %s", destination.name, kernels, summary_line(other))
             report["kernel_sets"][kernels] = other
@@ -166,15 +180,23 @@ class ExportSession:
 
 
 def summary_line(report: dict[str, Any]) -> str:
-    """One line per artifact: the worst value of each checked quantity across splits and points."""
-    rows = report["splits"].values()
+    """One line per artifact: the worst observed change on the held-out splits, then the gate's 95% bounds."""
+    rows = [r for name, r in report["splits"].items() if name in VERIFY_SPLITS] or list(report["splits"].values())
     worst_auc = max(abs(r["delta_auc"]) for r in rows)
     points = [p for r in rows for p in r["operating_points"].values()]
     worst_sens = max(abs(p["delta_sensitivity"]) for p in points)
     worst_spec = max(abs(p["delta_specificity"]) for p in points)
     worst_agree = min(p["agreement"] for p in points)
     max_logit = max(r["max_abs_delta_logit"] for r in rows)
+    gate = report.get("gate") or {}
+    bounds = ""
+    if gate.get("rule") == "noninferiority" and "operating_points" in gate:
+        g = gate["operating_points"].values()
+        bounds = (f"; 95% bounds on {gate['n']} images: sensitivity loss <= {max(-p['sensitivity_change']['low'] for p in g):.4f}, "
+                  f"specificity loss <= {max(-p['specificity_change']['low'] for p in g):.4f}, "
+                  f"agreement >= {min(p['agreement_interval']['low'] for p in g):.4f}, "
+                  f"AUC loss <= {-gate['auc_change']['low']:.4f}")
     verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
     also = "".join(f" ({name} kernels too)" for name in report.get("kernel_sets", {}))
-    return (f"worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
-            f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}: {verdict}{also}")
+    return (f"observed worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
+            f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}{bounds}: {verdict}{also}")

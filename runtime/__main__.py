@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="test", help="which split to evaluate")
     ev.add_argument("--positive-label", type=int, default=None, help="label value of the positive class (default: the model's)")
     ev.add_argument("--pixel-range", default=None, help="LOW,HIGH of float images; uint8 needs none")
+    ev.add_argument("--prevalence", type=float, default=None, help="share of positives where the model is used (e.g. "
+                    "0.05), for PPV and NPV (default: the split's own)")
+    ev.add_argument("--json", action="store_true", help="print every figure as JSON (intervals, counts, PPV/NPV) instead of a table")
     be = sub.add_parser("bench", help="load time, first inference, latency p50/p90, images per second, RSS, wrapper overhead",
                         description="Time one model in this process: cold start, load, first inference, steady latency "
                         "of the bare engine call and of predict() side by side (the wrapper's overhead), images per "
@@ -77,8 +80,9 @@ def _eval(args: argparse.Namespace) -> None:
     from .classifier import Classifier
     from .datasets import binary_labels, iter_pixel_batches, load_dataset
     from .errors import DataError
-    from .metrics import binary_metrics, roc_auc, sigmoid
+    from .evaluation import check_prevalence, format_rate, split_summary
 
+    prevalence = check_prevalence(args.prevalence)
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
                      pixel_range=args.pixel_range, interpreters=args.interpreters, kernels=args.kernels)
     dataset = load_dataset(args.data)
@@ -89,12 +93,27 @@ def _eval(args: argparse.Namespace) -> None:
     y = binary_labels(split, positive)
     logits = np.concatenate([clf.logits(b) for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size,
                                                                         clf.pixel_range, keep_uint8=True)])
-    prob = sigmoid(logits)
-    out = {"model": str(clf.path), "backend": clf.backend, "kernels": clf.engine.kernels, "split": args.split, "n": int(y.size), "auc": roc_auc(y, prob)}
-    for name, threshold in clf.operating_points.items():
-        m = binary_metrics(y, prob, threshold)
-        out[name] = {"threshold": threshold, "sensitivity": m.sensitivity, "specificity": m.specificity, "accuracy": m.accuracy}
-    print(json.dumps(out, indent=2))
+    summary = split_summary(y, logits, clf.operating_points, prevalence)
+    if args.json:
+        print(json.dumps({"model": str(clf.path), "backend": clf.backend, "kernels": clf.engine.kernels,
+                          "split": args.split, **summary}, indent=2))
+        return
+    auc = summary["auc_interval"]
+    one = summary["one_image"]
+    print(f"{clf.path}  {args.split}: {summary['n']} images, {summary['positives']} positive ({clf.backend}, "
+          f"{clf.engine.kernels} kernels)")
+    print(f"AUC {auc['value']:.4f} [{auc['low']:.4f}, {auc['high']:.4f}] (95%, DeLong); one image moves sensitivity by "
+          f"{one['sensitivity']:.4f}, specificity by {one['specificity']:.4f}")
+    first = next(iter(summary[name]["at_prevalence"] for name in clf.operating_points))
+    prev = f"prevalence {first['prevalence']:.4g}" + ("" if first["stated"] else " (the split's own)")
+    print(f"{'operating point':<17} {'threshold':>9}  {'sensitivity [95% Wilson]':<25} {'specificity [95% Wilson]':<25} "
+          f"PPV / NPV at {prev}")
+    for name in clf.operating_points:
+        row = summary[name]
+        pv = row["at_prevalence"]
+        print(f"{name:<17} {row['threshold']:9.4f}  {format_rate(row, 'sensitivity'):<25} {format_rate(row, 'specificity'):<25} "
+              f"{pv['ppv']['value']:.4f} [{pv['ppv']['low']:.4f}, {pv['ppv']['high']:.4f}] / "
+              f"{pv['npv']['value']:.4f} [{pv['npv']['low']:.4f}, {pv['npv']['high']:.4f}]")
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -121,6 +121,9 @@ CASES = [
                                                                           "auto", "--max-drift", "none"], "--max-drift none"),
     Case("onnx fallback no steps", "export.onnx", lambda w, m: ["--model", str(m), "--out", str(w / "o"), "--fallback", "auto",
                                                                 "--fallback-max-layers", "0"], "--fallback-max-layers 0"),
+    Case("tflite prevalence out of range", "export.tflite", lambda w, m: ["--model", str(m), "--out", str(w / "o"),
+                                                                          "--prevalence", "1.5"], "--prevalence 1.5"),
+    Case("onnx unknown gate", "export.onnx", lambda w, m: ["--model", str(m), "--gate", "loose"], "'loose'"),
     Case("onnx old opset", "export.onnx", lambda w, m: ["--model", str(m), "--out", str(w / "o"), "--opset", "11"], "--opset 11"),
     # runtime
     Case("predict missing model", "runtime", lambda w, m: ["predict", str(w / "nope.tflite"), _png(w)], "nope.tflite"),
@@ -151,6 +154,8 @@ CASES = [
          "pneumonia: no such file or directory"),
     Case("eval missing split", "runtime", lambda w, m: ["eval", str(m / "model_int8.tflite"), "--data", _good(w), "--split", "holdout"],
          "holdout"),
+    Case("eval prevalence out of range", "runtime", lambda w, m: ["eval", str(m / "model_int8.tflite"), "--data", _good(w),
+                                                                  "--prevalence", "0"], "--prevalence 0.0"),
     Case("bench zero runs", "runtime", lambda w, m: ["bench", str(m / "model_int8.tflite"), "--runs", "0"], "--runs 0"),
     Case("bench image not an image", "runtime", lambda w, m: ["bench", str(m / "model_int8.tflite"), "--runs", "1", "--image",
                                                               _file(w, "bad.jpg", b"jpeg?")], "bad.jpg"),

@@ -111,8 +111,28 @@ def test_markdown_shows_every_figure_and_failed_rows():
             "0.8912 | -0.0088 |") in text
     assert "| `model_int8.onnx` | onnx int8 | **failed**: export rejected: test agreement 0.9 < 0.98 |" in text
     assert "- latency model_int8.tflite / saved_model = 0.300 (goal <= 0.33: meets)" in text
-    assert "| `model_int8.tflite` | youden | 0.5000 | 0.8912 | -0.0088 | 0.8000 | +0.0000 | 0.8500 | +0.0000 | 0.9900 |" in text
+    assert "| `model_int8.tflite` | youden | 0.5000 | 0.8912 | -0.0088 | 0.8000 | +0.0000 | - | 0.9900 |" in text
     assert "writes every variable twice" in text
+
+
+def test_markdown_gives_intervals_flips_and_predictive_values_from_the_comparison():
+    from export.verify import compare_split
+
+    y = np.repeat([0, 1], 50)
+    reference = np.where(y == 1, 1.0, -1.0) + np.linspace(-1.5, 1.5, 100)
+    candidate = reference.copy()
+    candidate[[60, 61]] = -5.0  # two positives the artifact loses
+    accuracy = compare_split(y, reference, candidate, POINTS, prevalence=0.1)
+    row = {**_row("tflite", "int8", 27.0, 22.2, counterpart=SAVED_MODEL), "accuracy": accuracy}
+    text = markdown(_report(saved_model=_row("saved_model", "float32", 90.0, 177.0), **{"model_int8.tflite": row}))
+    line = next(x for x in text.splitlines() if x.startswith("| `model_int8.tflite` | youden"))
+    point = accuracy["operating_points"]["youden"]
+    change = point["sensitivity_change"]
+    assert (change["lost"], change["gained"], change["value"]) == (2, 0, -0.04)
+    assert change["mcnemar_p"] == 0.5  # two discordant pairs, both one way: 2 * 0.5**2
+    assert f"-0.0400 [{change['low']:+.3f}, {change['high']:+.3f}] (-2/+0, p=0.5)" in line
+    assert f"at 0.1 |" in line and f"{point['agreement']:.4f} [" in line
+    assert "One image moves sensitivity by 0.0200, specificity by 0.0200 and agreement by 0.0100 on this split." in text
 
 
 def test_config_round_trips_and_refuses_bad_values(tmp_path):
@@ -204,7 +224,8 @@ def test_markdown_judges_drift_against_the_recorded_limits():
                         "model_int8_x86.onnx": outside})
     report["evaluation"]["drift_limits"] = {"sensitivity": 0.02, "specificity": 0.02, "auc": 0.01, "agreement": 0.98}
     text = markdown(report)
-    assert "limits: sensitivity <= 0.02, specificity <= 0.02, auc <= 0.01, agreement >= 0.98)" in text
+    assert ("limits: sensitivity <= 0.02, specificity <= 0.02, auc <= 0.01, agreement >= 0.98; flagged when the 95% "
+            "interval of a change lies wholly beyond them") in text
     assert "- `model_int8.tflite`: within the limits" in text
     assert "- `model_int8_x86.onnx`: OUTSIDE: test/youden agreement 0.9786 < 0.98" in text
 

@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT
 from kill_points import Child, logged
 from sklearn.metrics import roc_auc_score
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
 
 from benchmarks.reference import reference_export_configs
 from export.config import DriftLimits, TFLiteExportConfig
@@ -56,9 +58,19 @@ def _check_report_against(report, labels, float_logits, artifact_logits, card):
         assert got["artifact"]["sensitivity"] == pytest.approx(pos[labels == 1].mean(), abs=1e-12)
         assert got["artifact"]["specificity"] == pytest.approx((~pos[labels == 0]).mean(), abs=1e-12)
         assert got["agreement"] == pytest.approx(np.mean(pos == (p_float >= t)), abs=1e-12)
+        # the intervals and p-values as statsmodels computes them from the same decisions
+        agree = int(np.sum(pos == (p_float >= t)))
+        low, high = proportion_confint(agree, labels.size, alpha=0.05, method="wilson")
+        assert (got["agreement_interval"]["low"], got["agreement_interval"]["high"]) == pytest.approx((low, high), abs=1e-12)
+        was = p_float[labels == 1] >= t
+        now = pos[labels == 1]
+        table = [[int(np.sum(was & now)), int(np.sum(was & ~now))], [int(np.sum(~was & now)), int(np.sum(~was & ~now))]]
+        change = got["sensitivity_change"]
+        assert (change["lost"], change["gained"]) == (table[0][1], table[1][0])
+        assert change["mcnemar_p"] == pytest.approx(mcnemar(table, exact=True).pvalue, rel=1e-12)
 
 
-def test_int8_tflite_is_integer_only_takes_raw_uint8_and_stays_within_the_reference_limits(tflite_result, model_dir, test_split):
+def test_int8_tflite_is_integer_only_takes_raw_uint8_and_passes_the_default_gate(tflite_result, model_dir, test_split):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     path = model_dir / "model_int8.tflite"
@@ -76,7 +88,8 @@ def test_int8_tflite_is_integer_only_takes_raw_uint8_and_stays_within_the_refere
         kinds.add(op["op_name"])
     assert {"CONV_2D", "CONCATENATION", "MEAN", "FULLY_CONNECTED"} <= kinds and "DEQUANTIZE" not in kinds
     report = tflite_result.verification
-    assert report["passed"] and report["failures"] == [] and set(report["splits"]) == {"val", "test"}
+    assert report["passed"] and report["failures"] == [] and set(report["splits"]) == {"val", "test", "train_unused"}
+    assert report["gate"]["rule"] == "noninferiority" and report["gate"]["n"] == 270 + 468 + 2228
 
     pixels, labels = test_split
     raw = pixels.astype(np.uint8)
@@ -113,16 +126,17 @@ def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, mode
     assert {"tensorflow", "ai-edge-litert", "inception-edge"} <= set(meta["versions"])
     saved = TFLiteExportConfig.from_dict({k: v for k, v in sidecar["config"].items() if k != "kind"})
     assert saved == reference_export_configs(Path(saved.model))[0]  # as the cache built it (JSON lists -> tuples)
-    assert saved.max_drift == DriftLimits(sensitivity=0.03, specificity=0.03, auc=0.01, agreement=0.97)
+    assert saved.max_drift == DriftLimits() and saved.gate == "noninferiority"
 
 
-def test_onnx_fp32_matches_the_saved_model_and_int8_stays_within_the_reference_limits(onnx_results, model_dir, test_split):
+def test_onnx_fp32_matches_the_saved_model_and_int8_passes_the_default_gate(onnx_results, model_dir, test_split):
     import onnxruntime as ort
 
-    fp32, int8 = onnx_results
+    fp32, _, int8 = onnx_results
     assert (fp32.path.name, int8.path.name) == ("model_fp32.onnx", "model_int8_x86.onnx")
     check = fp32.sidecar["numerical_check"]
-    assert check["images"] == 270 + 468 and check["max_abs_delta_logit"] <= 1e-3
+    # val, test and every training image the calibration did not draw
+    assert check["images"] == 270 + 468 + (2428 - 200) and check["max_abs_delta_logit"] <= 1e-3
     pixels, labels = test_split
     reference = _saved_model_logits(model_dir, pixels)
     session = ort.InferenceSession(str(fp32.path), providers=["CPUExecutionProvider"])
@@ -185,7 +199,8 @@ def test_cli_refuses_to_overwrite_and_reports_bad_input_in_one_line(tflite_resul
 def test_drift_beyond_limits_exits_3_and_keeps_the_previous_artifact(tflite_result, model_dir):
     path = model_dir / "model_int8.tflite"
     before = sha256_file(path)
-    proc = _cli("export.tflite", "--model", str(model_dir), "--overwrite", "--max-drift", "agreement=1.0,auc=0")
+    proc = _cli("export.tflite", "--model", str(model_dir), "--overwrite", "--max-drift", "agreement=1.0,auc=0",
+                "--verify-kernels", "default", "--agreement-images", "100")
     assert proc.returncode == 3, proc.stderr
     assert "model_int8.tflite: drift beyond --max-drift, not written" in proc.stderr.strip().splitlines()[-1]
     assert sha256_file(path) == before
@@ -224,13 +239,13 @@ def test_a_killed_export_leaves_no_partial_file(model_dir, tmp_path, kill_after)
     assert not (out / "model_int8.tflite.json").exists()
 
 
-def test_builtin_kernels_are_verified_too(model_dir, xray_data, tmp_path):
-    from export.tflite import export_tflite
+def test_builtin_kernels_are_verified_too(tflite_result, xray_data):
     from runtime.classifier import Classifier
     from runtime.metrics import roc_auc
 
-    result = export_tflite(TFLiteExportConfig(model=str(model_dir), out=str(tmp_path), max_drift=None))
+    result = tflite_result
     report = result.verification
+    assert report["kernel_sets"]["builtin"]["passed"]  # the gate holds on the kernels tflite-runtime runs, too
     assert report["kernels"] == "default" and list(report["kernel_sets"]) == ["builtin"]
     builtin = report["kernel_sets"]["builtin"]["splits"]["test"]["auc"]["artifact"]
     test = load_dataset(xray_data).splits["test"]
@@ -243,10 +258,12 @@ def test_builtin_kernels_are_verified_too(model_dir, xray_data, tmp_path):
 def test_int8_input_variant_is_the_same_model_fed_pixel_minus_128(tflite_result, model_dir, tmp_path):
     from export.tflite import export_tflite
 
-    result = export_tflite(TFLiteExportConfig(model=str(model_dir), out=str(tmp_path), input_type="int8", max_drift=None))
+    result = export_tflite(TFLiteExportConfig(model=str(model_dir), out=str(tmp_path), input_type="int8", max_drift=None,
+                                              verify_kernels=("default",), agreement_images=0))
     assert result.path.name == "model_int8_int8input.tflite"
     meta = read_artifact_metadata(result.path)
     assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"]["zero_point"] == -128
+    assert set(result.verification["splits"]) == {"val", "test"}  # --agreement-images 0
     for split, row in result.verification["splits"].items():
         # same calibration, same graph, exact input either way: identical decisions and AUC
         assert row == tflite_result.verification["splits"][split]

@@ -37,7 +37,7 @@ def test_drift_limits_parse_overrides_defaults_and_none_disables():
     assert DriftLimits.parse("auc=0.005") == DriftLimits(auc=0.005)
     assert DriftLimits.parse("sensitivity=0.03, agreement=0.95") == DriftLimits(sensitivity=0.03, agreement=0.95)
     assert DriftLimits.parse("none") is None
-    assert DriftLimits() == DriftLimits(0.02, 0.02, 0.01, 0.98)
+    assert DriftLimits() == DriftLimits(0.02, 0.02, 0.01, 0.97)
 
 
 @pytest.mark.parametrize("text", ["sens=0.02", "auc", "auc=abc", "agreement=1.5", "auc=-0.1"])
@@ -151,8 +151,85 @@ def test_drift_failures_name_split_point_metric_and_bound():
     assert report["operating_points"]["youden"]["agreement"] == pytest.approx(0.95)
     failures = drift_failures({"val": report}, DriftLimits())
     assert "val/youden |delta sensitivity| 0.1000 > 0.02" in failures
-    assert "val/youden agreement 0.9500 < 0.98" in failures
+    assert "val/youden agreement 0.9500 < 0.97" in failures
     assert drift_failures({"val": report}, DriftLimits(sensitivity=0.2, agreement=0.9, auc=1.0)) == []
+
+
+def _flipped_split(name: str, n_per_class: int, lost: int, gained: int, seed: int):
+    """A split where the artifact flips ``lost`` positives to negative and ``gained`` negatives to positive at p=0.5."""
+    from export.verify import LabelledPixels
+
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n_per_class)
+    reference = np.where(y == 1, 1.0, -1.0) * rng.uniform(0.3, 3.0, y.size)  # every float decision is right
+    candidate = reference + rng.normal(0, 0.01, y.size)
+    candidate[np.flatnonzero(y == 1)[:lost]] = -0.2
+    candidate[np.flatnonzero(y == 0)[:gained]] = 0.2
+    return LabelledPixels(name, np.zeros((0,)), y), reference, candidate
+
+
+ONE_POINT = [{"name": "youden", "threshold": 0.5}]
+
+
+def _verdict(splits, gate: str, limits: DriftLimits | None = None):
+    from export.verify import verify_artifact
+
+    data = [d for d, _, _ in splits]
+    return verify_artifact({d.name: c for d, _, c in splits}, data, {d.name: r for d, r, _ in splits}, ONE_POINT,
+                           limits or DriftLimits(), gate)
+
+
+def test_one_image_flips_the_point_rule_but_not_the_noninferiority_gate():
+    pool = _flipped_split("train_unused", 1114, 6, 6, 2)
+    test = _flipped_split("test", 234, 2, 2, 1)
+    passing = [_flipped_split("val", 135, 2, 2, 0), test, pool]  # val agreement 266/270 = 0.9852
+    failing = [_flipped_split("val", 135, 3, 3, 0), test, pool]  # one more lost and gained: 264/270 = 0.9778
+    assert _verdict(passing, "point")["passed"] and not _verdict(failing, "point")["passed"]
+    for splits in (passing, failing):
+        report = _verdict(splits, "noninferiority")
+        assert report["passed"], report["failures"]
+        assert report["gate"]["splits"] == ["val", "test", "train_unused"] and report["gate"]["n"] == 2 * (135 + 234 + 1114)
+        assert report["gate"]["one_image"]["sensitivity"] == 1 / (135 + 234 + 1114)
+
+
+def test_noninferiority_refuses_a_real_loss_and_an_unproven_one():
+    lossy = [_flipped_split("val", 135, 8, 0, 0), _flipped_split("test", 234, 12, 0, 1), _flipped_split("train_unused", 1114, 56, 0, 2)]
+    report = _verdict(lossy, "noninferiority")  # 76 of 1483 positives lost: sensitivity -0.051
+    assert not report["passed"]
+    line = next(f for f in report["failures"] if "sensitivity" in f)
+    assert line.startswith("val+test+train_unused/youden sensitivity loss up to 0.06") and "76 lost, 0 gained of 1483" in line
+    # 270 images with one flip each way pass the point rule, yet cannot show a 0.02 margin: the gate refuses
+    small = [_flipped_split("val", 135, 1, 1, 0)]
+    assert _verdict(small, "point")["passed"]
+    assert not _verdict(small, "noninferiority")["passed"]
+
+
+def test_shortfall_is_the_distance_of_the_worst_bound_beyond_its_limit():
+    from export.verify import shortfall
+
+    splits = [_flipped_split("val", 135, 2, 2, 0), _flipped_split("train_unused", 1114, 6, 6, 2)]
+    report = _verdict(splits, "noninferiority")
+    gate = report["gate"]["operating_points"]["youden"]
+    expected = max(-gate["sensitivity_change"]["low"] - 0.02, -gate["specificity_change"]["low"] - 0.02,
+                   0.98 - gate["agreement_interval"]["low"], -report["gate"]["auc_change"]["low"] - 0.01)
+    assert shortfall(report, DriftLimits()) == pytest.approx(expected) and expected <= 0 and report["passed"]
+    strict = _verdict(splits, "noninferiority", DriftLimits(agreement=0.999))
+    assert shortfall(strict, DriftLimits(agreement=0.999)) == pytest.approx(0.999 - gate["agreement_interval"]["low"])
+    assert 0.999 - gate["agreement_interval"]["low"] > 0
+    assert not strict["passed"]
+    point = _verdict(splits, "point")
+    assert shortfall(point, DriftLimits()) == pytest.approx(0.98 - 266 / 270)  # val only: the pool is not held out
+
+
+def test_the_benchmark_flags_only_drift_its_split_shows():
+    from export.verify import compare_split, shown_beyond_failures
+
+    (_, ref, cand) = _flipped_split("test", 234, 2, 0, 1)
+    y = np.repeat([0, 1], 234)
+    assert shown_beyond_failures("test", compare_split(y, ref, cand, ONE_POINT), DriftLimits()) == []
+    (_, ref, cand) = _flipped_split("test", 234, 30, 0, 1)  # sensitivity -0.128
+    failures = shown_beyond_failures("test", compare_split(y, ref, cand, ONE_POINT), DriftLimits())
+    assert any(f.startswith("test/youden sensitivity loss at least 0.0") for f in failures), failures
 
 
 # -- publishing --------------------------------------------------------------------------------

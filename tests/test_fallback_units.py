@@ -72,14 +72,38 @@ def test_search_stops_at_the_first_step_within_limits():
         built.append(list(nodes))
         return Path(f"step{step}"), {"step": step}
 
-    def judge(path):  # passes once t1 is float
-        return [] if "t1" in built[-1] else ["val |delta AUC| 0.2 > 0.01"]
+    def judge(path):  # t0 helps a little, t1 makes it pass
+        nodes = built[-1]
+        return ([], -0.001) if "t1" in nodes else (["val AUC loss up to 0.2 > 0.01"], 0.19 if "t0" in nodes else 0.2)
 
     outcome = search(_layers(5), lambda layer: [layer.tensor, layer.tensor + "/reader"], build, judge, max_layers=8)
     assert outcome.passed
     assert built == [[], ["t0", "t0/reader"], ["t0", "t0/reader", "t1", "t1/reader"]]
     assert outcome.float_layers == ["t0", "t0/reader", "t1", "t1/reader"]
     assert [s.failures == [] for s in outcome.steps] == [False, False, True]
+    assert outcome.final_index == 2
+
+
+def test_a_step_that_does_not_help_goes_back_to_int8():
+    built = []
+
+    def build(nodes, step):
+        built.append(list(nodes))
+        return Path(f"step{step}"), {}
+
+    def judge(path):  # t0 and t2 are noise (the shortfall does not shrink); t1 and t3 help, t3 passes
+        nodes = built[-1]
+        short = 0.05 - 0.02 * ("t1" in nodes) - 0.04 * ("t3" in nodes) + 0.001 * ("t0" in nodes) + 0.0 * ("t2" in nodes)
+        return ([] if short <= 0 else ["x"]), short
+
+    outcome = search(_layers(5), lambda layer: [layer.tensor], build, judge, max_layers=8)
+    # t0 is tried on plain int8 and dropped; t1 is kept; t2 is tried on top of t1 and dropped; t3 passes
+    assert built == [[], ["t0"], ["t1"], ["t1", "t2"], ["t1", "t3"]]
+    assert [s.kept for s in outcome.steps] == [True, False, True, False, True]
+    assert outcome.passed and outcome.final.float_nodes == ["t1", "t3"] and outcome.final_index == 4
+    report = outcome.report(max_layers=8, threads=1, selection_splits=("val", "train_unused"))
+    assert report["layers_kept_float"] == ["layer1", "layer3"] and report["layers_tried_not_kept"] == ["layer0", "layer2"]
+    assert report["selection_splits"] == ["val", "train_unused"] and report["passed_on_selection"]
 
 
 def test_search_skips_layers_already_float_and_respects_max_layers():
@@ -91,26 +115,32 @@ def test_search_skips_layers_already_float_and_respects_max_layers():
 
     # layer 1's group is already float after layer 0: no step spent on it
     groups = {"t0": ["t0", "t1"], "t1": ["t1"], "t2": ["t2"], "t3": ["t3"], "t4": ["t4"]}
-    outcome = search(_layers(5), lambda layer: groups[layer.tensor], build, lambda p: ["still failing"], max_layers=2)
+    shortfalls = iter([0.5, 0.4, 0.3, 0.2, 0.1])
+    outcome = search(_layers(5), lambda layer: groups[layer.tensor], build, lambda p: (["still failing"], next(shortfalls)),
+                     max_layers=2)
     assert not outcome.passed
     assert calls == [0, 1, 2]  # plain + 2 steps
     assert [s.layer.tensor for s in outcome.steps[1:]] == ["t0", "t2"]
 
 
 def test_plain_int8_within_limits_needs_no_step():
-    outcome = search(_layers(3), lambda layer: [layer.tensor], lambda nodes, step: (Path("p"), {}), lambda p: [], max_layers=4)
+    outcome = search(_layers(3), lambda layer: [layer.tensor], lambda nodes, step: (Path("p"), {}), lambda p: ([], -0.01),
+                     max_layers=4)
     assert outcome.passed and len(outcome.steps) == 1 and outcome.float_layers == []
 
 
 def test_the_report_gives_each_layer_its_latency_cost():
-    steps = [Step(Path("a"), [], None, [], ["x"], p50_ms=10.0),
-             Step(Path("b"), ["n1", "n2"], _layers(1)[0], ["n1", "n2"], [], p50_ms=10.75)]
+    steps = [Step(Path("a"), [], None, [], ["x"], p50_ms=10.0, shortfall=0.01),
+             Step(Path("b"), ["n0"], _layers(1)[0], ["n0"], ["x"], p50_ms=None, shortfall=0.02, kept=False),
+             Step(Path("c"), ["n1", "n2"], _layers(2)[1], ["n1", "n2"], [], p50_ms=10.75, shortfall=-0.001)]
     report = FallbackOutcome(steps).report(max_layers=8, threads=2)
-    assert report["layers_kept_float"] == ["layer0"] and report["float_nodes"] == ["n1", "n2"]
-    assert report["steps"][1]["latency_cost_ms"] == 0.75 and report["steps"][0]["latency_cost_ms"] is None
+    assert report["layers_kept_float"] == ["layer1"] and report["float_nodes"] == ["n1", "n2"]
+    # the cost is against the last step kept (plain int8), not the step tried and dropped
+    assert report["steps"][2]["latency_cost_ms"] == 0.75 and report["steps"][0]["latency_cost_ms"] is None
+    assert report["steps"][1]["latency_cost_ms"] is None and not report["steps"][1]["kept"]
     assert report["latency"] == {"threads": 2, "calls": 40, "processes": 2, "batch": 1, "plain_int8_p50_ms": 10.0,
                                  "final_p50_ms": 10.75}
-    assert report["selection_split"] == "val" and report["passed_on_val"]
+    assert report["selection_splits"] == ["val"] and report["passed_on_selection"]
     json.dumps(report)
 
 

@@ -97,3 +97,29 @@ def test_cli_predict_json_and_eval(tflite_result, model_dir, test_images, tmp_pa
     proc = subprocess.run([sys.executable, "-m", "runtime", "predict", str(model_dir / "model_int8.tflite"), str(tmp_path / "nope.png")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope.png'}: no such image file"
+
+
+def test_cli_eval_gives_intervals_and_ppv_npv_at_a_stated_prevalence(tflite_result, model_dir):
+    from runtime.stats import wilson
+
+    proc = subprocess.run([sys.executable, "-m", "runtime", "eval", str(model_dir / "model_int8.tflite"), "--data",
+                           "pneumoniamnist", "--prevalence", "0.05", "--json"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert (out["n"], out["positives"]) == (468, 234) and out["one_image"]["sensitivity"] == 1 / 234
+    assert out["auc_interval"]["low"] < out["auc"] < out["auc_interval"]["high"] and out["auc_interval"]["method"] == "delong"
+    row = out["youden"]
+    assert row["intervals"]["sensitivity"] == wilson(row["tp"], row["tp"] + row["fn"]).to_dict()
+    sens, spec = row["sensitivity"], row["specificity"]
+    pv = row["at_prevalence"]
+    assert pv["prevalence"] == 0.05 and pv["stated"]
+    assert pv["ppv"]["value"] == pytest.approx(sens * 0.05 / (sens * 0.05 + (1 - spec) * 0.95), rel=1e-12)
+    assert pv["npv"]["value"] == pytest.approx(spec * 0.95 / (spec * 0.95 + (1 - sens) * 0.05), rel=1e-12)
+    assert pv["ppv"]["value"] < row["ppv"]  # at 5% prevalence far below the balanced split's own PPV
+    table = subprocess.run([sys.executable, "-m", "runtime", "eval", str(model_dir / "model_int8.tflite"), "--data",
+                            "pneumoniamnist"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert table.returncode == 0, table.stderr
+    assert "(95%, DeLong)" in table.stdout and "prevalence 0.5 (the split's own)" in table.stdout
+    bad = subprocess.run([sys.executable, "-m", "runtime", "eval", str(model_dir / "model_int8.tflite"), "--data",
+                          "pneumoniamnist", "--prevalence", "5"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --prevalence 5.0: expected the share")

@@ -11,6 +11,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from runtime.datasets import binary_labels, iter_pixel_batches, load_dataset
 from runtime.metrics import sigmoid
+from runtime.stats import wilson
 from train.config import TrainConfig
 
 
@@ -65,6 +66,12 @@ def test_card_metrics_equal_sklearn_on_the_saved_models_own_predictions(trained,
         assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
         assert m["specificity"] == pytest.approx(tn / (tn + fp))
         assert m["accuracy"] == pytest.approx((tp + tn) / y.size)
+        # every rate with its 95% interval, computed by runtime.evaluation as `python -m runtime eval` does
+        assert m["intervals"]["sensitivity"] == wilson(int(tp), int(tp + fn)).to_dict()
+        assert m["at_prevalence"]["ppv"]["value"] == pytest.approx(tp / (tp + fp), rel=1e-12)  # the split's own prevalence
+    auc = card["metrics"]["test"]["auc_interval"]
+    assert auc["method"] == "delong" and auc["low"] < card["metrics"]["test"]["auc"] < auc["high"]
+    assert card["metrics"]["test"]["one_image"]["sensitivity"] == 1 / int(y.sum())
 
 
 def test_saved_model_takes_raw_pixels(trained):

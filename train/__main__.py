@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stopping-patience", type=int, default=d["early_stopping_patience"].default, help="epochs without val_loss improvement")
     t.add_argument("--target-sensitivity", type=float, default=d["target_sensitivity"].default, help="for the high_sensitivity operating point")
     t.add_argument("--target-specificity", type=float, default=d["target_specificity"].default, help="for the high_specificity operating point")
+    t.add_argument("--prevalence", type=float, default=None, help="share of positives where the model will be used "
+                   "(e.g. 0.05): the model card gives PPV and NPV at it, with intervals (default: each split's own)")
     t.add_argument("--seed", type=int, default=d["seed"].default, help="seeds balancing, splitting, initialization and shuffling")
     t.add_argument("--distribute", default=d["distribute"].default, choices=("none", "mirrored"),
                    help="mirrored: tf.distribute.MirroredStrategy over every local GPU")

@@ -50,6 +50,9 @@ class TrainConfig:
     restore_best_weights: bool = True
     target_sensitivity: float = 0.95  # high-sensitivity operating point (screening)
     target_specificity: float = 0.95  # high-specificity operating point (confirmation)
+    # Share of positives where the model will be used: the card's PPV and NPV are given at it (None: each split's own,
+    # which for balanced data is 0.5 and overstates PPV wherever the disease is rarer).
+    prevalence: float | None = None
     seed: int = 0
     distribute: str = "none"  # "mirrored" uses every local GPU through tf.distribute
     overwrite: bool = False
@@ -88,6 +91,8 @@ class TrainConfig:
         for name in ("target_sensitivity", "target_specificity"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a rate in (0, 1)")
+        if self.prevalence is not None and not (isinstance(self.prevalence, (int, float)) and 0.0 < self.prevalence < 1.0):
+            raise ConfigError(f"--prevalence {self.prevalence!r}: expected a share of positives strictly between 0 and 1")
         if self.weights not in ("imagenet", "none") and not str(self.weights).endswith(".h5"):
             raise ConfigError(f"--weights {self.weights!r}: expected imagenet, none, or a path to a Keras .h5 weights file")
 

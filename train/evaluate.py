@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.metrics import OperatingPoint, binary_metrics, roc_auc, sensitivity_point, sigmoid, specificity_point, youden_point
+from runtime.evaluation import split_summary
+from runtime.metrics import OperatingPoint, sensitivity_point, specificity_point, youden_point
 
 
 def saved_model_logits(saved_model_dir: str, splits: dict[str, Iterable[np.ndarray]]) -> dict[str, np.ndarray]:
@@ -35,10 +36,8 @@ def choose_operating_points(y_val: np.ndarray, val_logits: np.ndarray, target_se
     ]
 
 
-def split_metrics(y: np.ndarray, logits: np.ndarray, points: list[OperatingPoint]) -> dict[str, Any]:
-    """ROC AUC plus the full set of rates at every operating point, on probabilities."""
-    prob = sigmoid(logits)
-    out: dict[str, Any] = {"n": int(y.size), "positives": int(y.sum()), "auc": roc_auc(y, prob)}
-    for point in points:
-        out[point.name] = binary_metrics(y, prob, point.threshold).to_dict()
-    return out
+def split_metrics(y: np.ndarray, logits: np.ndarray, points: list[OperatingPoint],
+                  prevalence: float | None = None) -> dict[str, Any]:
+    """ROC AUC and every rate at every operating point, each with its 95% interval (:func:`runtime.evaluation.split_summary`,
+    the same figures ``python -m runtime eval`` prints for an exported model)."""
+    return split_summary(y, logits, {p.name: p.threshold for p in points}, prevalence)

@@ -229,7 +229,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         logits = saved_model_logits(str(stage / SAVED_MODEL_DIR),
                                     {name: _pixels(r, cfg, size) for name, r in rows.items() if name in ("val", "test")})
         points = choose_operating_points(rows["val"].y, logits["val"], cfg.target_sensitivity, cfg.target_specificity)
-        metrics = {name: split_metrics(rows[name].y, lg, points) for name, lg in logits.items()}
+        metrics = {name: split_metrics(rows[name].y, lg, points, cfg.prevalence) for name, lg in logits.items()}
         card = _model_card(cfg, stage, size, plan, points, metrics, counts, data, neg_label, time.monotonic() - started)
         atomic_write_json(stage / CONFIG_NAME, cfg.to_dict())
         atomic_write_json(stage / CARD_NAME, card)

@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TFLiteExportConfig
-from ..fallback import log_ranking, measure_latency, search
-from ..layer_errors import LayerError, layer_report, rank
+from ..int8 import Int8Format, quantize
 from ..metadata import build_metadata, embed_tflite, seal_artifact
 from ..publish import staged_file
 from ..session import ExportResult, ExportSession
@@ -48,12 +47,13 @@ def _export_float(session: ExportSession, cfg: TFLiteExportConfig) -> ExportResu
 
 
 def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) -> ExportResult:
-    """Calibrate once; rank the layers; build plain int8 or, with ``--fallback auto``, search; publish."""
+    """Calibrate once, then the shared int8 recipe (:func:`export.int8.quantize`) over TFLite builds; publish."""
     from . import convert, layers
 
     calibration = session.calibration()
     start = time.perf_counter()
     calibrated = convert.calibrate(str(session.source.saved_model), calibration.pixels)
+    calibrate_seconds = time.perf_counter() - start
     builds: dict[int, Any] = {}
 
     def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
@@ -69,33 +69,20 @@ def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) ->
         builds[step] = model
         return path, record
 
-    ranking: list[LayerError] = []
-    extra: dict[str, Any] = {}
-    if cfg.layer_report_images:
-        images = calibration.pixels[:cfg.layer_report_images]
-        ranking = rank(layers.layer_errors(calibrated, images))
-        extra["layer_errors"] = layer_report(ranking, len(images), "TFLite debug-mode model, as QuantizationDebugger builds "
-                                                                   "it: each op in int8 vs in float on the same dequantized "
-                                                                   "inputs (NumericVerify), reference kernels")
-        log_ranking(ranking)
-    if cfg.fallback == "auto":
-        outcome = search(ranking, lambda layer: layers.fallback_group(builds[0], layer.tensor), build,
-                         lambda path: session.selection_failures(path, cfg.verify_kernels), cfg.fallback_max_layers)
-        measure_latency(outcome.steps, calibration.pixels[:1], cfg.threads, work)
-        extra["fallback"] = outcome.report(cfg.fallback_max_layers, cfg.threads)
-        outcome.log_costs()
-        final, record, float_layers = builds[len(outcome.steps) - 1], outcome.final.build, outcome.float_layers
-    else:
-        _, record = build([], 0)
-        final, float_layers = builds[0], []
-    seconds = round(time.perf_counter() - start, 2)
+    outcome = quantize(session, cfg, Int8Format(
+        build=build, layer_errors=lambda images: layers.layer_errors(calibrated, images),
+        layer_method="TFLite debug-mode model, as QuantizationDebugger builds it: each op in int8 vs in float on the same "
+                     "dequantized inputs (NumericVerify), reference kernels",
+        fallback_group=lambda layer: layers.fallback_group(builds[0], layer.tensor), kernel_sets=cfg.verify_kernels), work)
+    record, float_layers = outcome.record, outcome.float_layers
     precision = _PRECISION["int8"] + (f"; kept float: {', '.join(float_layers)}" if float_layers else "")
     metadata = build_metadata(session.source, {"format": "tflite", "mode": "int8", "precision": precision,
                                                "bias_correction": record["bias_correction"],
                                                "float_layers": float_layers},
                               {"dtype": cfg.input_type, "quantization": record["input_quantization"]}, calibration.record)
-    extra.update(convert_seconds=seconds, float_kernels=record["float_kernels"])
-    return _publish(session, cfg, final, metadata, extra)
+    extra = {**outcome.extra, "convert_seconds": round(outcome.extra["convert_seconds"] + calibrate_seconds, 2),
+             "float_kernels": record["float_kernels"]}
+    return _publish(session, cfg, builds[outcome.step], metadata, extra)
 
 
 def _publish(session: ExportSession, cfg: TFLiteExportConfig, model: Any, metadata: dict[str, Any],
