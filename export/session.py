@@ -192,7 +192,8 @@ def summary_line(report: dict[str, Any]) -> str:
     bounds = ""
     if gate.get("rule") == "noninferiority" and "operating_points" in gate:
         g = gate["operating_points"].values()
-        bounds = (f"; 95% bounds on {gate['n']} images: sensitivity loss <= {max(-p['sensitivity_change']['low'] for p in g):.4f}, "
+        bounds = (f"; 95% bounds on {gate['n']} images (one moves sensitivity by {gate['one_image']['sensitivity']:.4f}): "
+                  f"sensitivity loss <= {max(-p['sensitivity_change']['low'] for p in g):.4f}, "
                   f"specificity loss <= {max(-p['specificity_change']['low'] for p in g):.4f}, "
                   f"agreement >= {min(p['agreement_interval']['low'] for p in g):.4f}, "
                   f"AUC loss <= {-gate['auc_change']['low']:.4f}")

@@ -131,7 +131,7 @@ def test_markdown_gives_intervals_flips_and_predictive_values_from_the_compariso
     assert (change["lost"], change["gained"], change["value"]) == (2, 0, -0.04)
     assert change["mcnemar_p"] == 0.5  # two discordant pairs, both one way: 2 * 0.5**2
     assert f"-0.0400 [{change['low']:+.3f}, {change['high']:+.3f}] (-2/+0, p=0.5)" in line
-    assert f"at 0.1 |" in line and f"{point['agreement']:.4f} [" in line
+    assert "at 0.1 |" in line and f"{point['agreement']:.4f} [" in line
     assert "One image moves sensitivity by 0.0200, specificity by 0.0200 and agreement by 0.0100 on this split." in text
 
 
