@@ -40,7 +40,10 @@ def build_metadata(source: ModelSource, artifact: dict[str, Any], input_spec: di
         "image_size": size,
         "input": {"layout": "NHWC", "shape": [1, size, size, 3], "color": "RGB", "range": [0, 255],
                   "resize": card.get("input", {}).get("resize", "PIL bilinear (runtime.images.to_model_pixels)"),
-                  "source_pixel_range": card.get("input", {}).get("source_pixel_range"), **input_spec},
+                  "source_pixel_range": card.get("input", {}).get("source_pixel_range"),
+                  # the stored size of the training images, before the trainer enlarged them: runtime.parity
+                  # brings larger inputs down to it, so the device sees the detail the model was trained on
+                  "training_shape": _training_shape(card), **input_spec},
         "output": {"kind": "logit", "probability": "sigmoid(logit), of the positive class"},
         "positive_label": card["positive_label"],
         "negative_label": card.get("negative_label"),
@@ -52,6 +55,11 @@ def build_metadata(source: ModelSource, artifact: dict[str, Any], input_spec: di
         "calibration": calibration,
         "versions": package_versions(_VERSION_PACKAGES),
     })
+
+
+def _training_shape(card: dict[str, Any]) -> list[int] | None:
+    shape = card.get("data", {}).get("image_shape")
+    return [int(v) for v in shape[:2]] if shape else None
 
 
 def seal_artifact(data: bytes, metadata: dict[str, Any], name: str) -> tuple[bytes, dict[str, Any]]:

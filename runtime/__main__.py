@@ -10,8 +10,13 @@ import numpy as np
 
 from .backends import BACKENDS, TFLITE_KERNELS
 from .cli import Parser, run_cli
+from .explain import OcclusionConfig
+from .folder import SOME_FAILED_EXIT
+from .parity import PARITY_CHOICES
 
-EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png xray2.png\n"
+EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png scan.dcm\n"
+           "  python -m runtime predict runs/p75/model_int8.tflite exports/ --recursive --out results.csv\n"
+           "  python -m runtime explain runs/p75/model_int8.tflite xray1.png --out xray1_map.png\n"
            "  python -m runtime eval runs/p75/model_int8.onnx --data pneumoniamnist\n"
            "  python -m runtime bench runs/p75/model_int8.tflite --threads 4 --callers 8")
 
@@ -34,10 +39,48 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--interpreters", type=int, default=1, help="TFLite interpreters shared by caller threads "
                        "(default 1: calls take turns; more run side by side, each with --threads threads)")
 
-    pr = sub.add_parser("predict", help="classify image files")
+    def images(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--parity", default="crop", choices=PARITY_CHOICES, help="train/serve parity for images larger than "
+                       "the training images (28x28 for PneumoniaMNIST): crop (default) centre-crops to their aspect ratio "
+                       "and area-averages down to their size, then enlarges as in training; stretch skips the crop; off "
+                       "resizes straight to the model size (models trained at full resolution)")
+        q.add_argument("--dicom-window", default="file", help="DICOM values to 0-255: file (default: the file's window, else "
+                       "its VOI LUT, else the stored range), stored (every value the stored bits hold), minmax (this image's "
+                       "own range) or CENTER,WIDTH in modality units")
+
+    pr = sub.add_parser("predict", help="classify image files, DICOM files and folders of them",
+                        description="Classify files and folders: one row per file found (a prediction, an error, or a skip "
+                        "with its reason), progress on stderr, then a summary at the operating point. Exit status 0 when "
+                        f"every image was classified, {SOME_FAILED_EXIT} when some could not be, 2 on a usage error.")
     common(pr)
-    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; grayscale or RGB, any size)")
-    pr.add_argument("--json", action="store_true", help="print a JSON list, one object per image")
+    images(pr)
+    pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; grayscale or RGB, any size), DICOM files "
+                    "(.dcm, or any file with the DICOM marker) and folders of them")
+    pr.add_argument("--recursive", action="store_true", help="also walk the subfolders of each folder")
+    pr.add_argument("--out", default=None, help="write the rows to this file (.csv, .jsonl or .json), atomically, and "
+                    "print only the summary")
+    pr.add_argument("--format", default=None, choices=("csv", "jsonl", "json"), help="row format for --out or stdout "
+                    "(default: by --out's suffix; a table on stdout)")
+    pr.add_argument("--json", action="store_true", help="print the rows on stdout as a JSON list (same as --format json)")
+    pr.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    pr.add_argument("--progress-every", type=float, default=2.0, help="seconds between progress lines (default 2; "
+                    "0: after every file)")
+    ex = sub.add_parser("explain", help="an occlusion-sensitivity map of one image, as a PNG overlay",
+                        description="Hide one patch of the image at a time (the image's mean grey), run the model, and "
+                        "draw how much the positive probability drops (red) or rises (blue) per region, over the region "
+                        "the model saw; the title gives the probability and the decision. Works with int8 files, no "
+                        "gradients needed. It shows what the output depends on, not where disease is: docs/runtime.md.")
+    common(ex)
+    images(ex)
+    ex.add_argument("image", help="an image or DICOM file")
+    ex.add_argument("--out", required=True, help="the overlay PNG to write")
+    ex.add_argument("--patch", type=float, default=OcclusionConfig.patch, help="patch side as a fraction of the image "
+                    "side (default 1/7, about 4 of 28 training pixels)")
+    ex.add_argument("--stride", type=float, default=OcclusionConfig.stride, help="step as a fraction of the patch "
+                    "(default 0.5)")
+    ex.add_argument("--fill", default=OcclusionConfig.fill, help="what hides a patch: mean (the image's mean pixel, "
+                    "default) or a pixel value 0-255")
+    ex.add_argument("--json", action="store_true", help="also print the map's figures as JSON")
     ev = sub.add_parser("eval", help="sensitivity, specificity and ROC AUC on a labelled dataset")
     common(ev)
     ev.add_argument("--data", required=True, help="a .npz, a directory of .npy files, or a bundled dataset's name: pneumoniamnist (as for python -m train)")
@@ -61,19 +104,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _classifier(args: argparse.Namespace):
     from .classifier import Classifier
 
-    clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
-                     interpreters=args.interpreters, kernels=args.kernels)
-    results = clf.predict(list(args.images))
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
-        return
-    width = max(len(r.path or "") for r in results)
-    print(f"{'image':<{width}}  probability  label  (at {clf.operating_point}, p >= {clf.threshold:.4f})")
-    for r in results:
-        print(f"{r.path:<{width}}  {r.probability:11.4f}  {r.label}")
+    return Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
+                      interpreters=args.interpreters, kernels=args.kernels, parity=args.parity, dicom_window=args.dicom_window)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import ConfigError
+    from .dicom import Window
+    from .folder import check_inputs, output_kind, predict_files
+
+    if args.json and args.format not in (None, "json"):
+        raise ConfigError(f"--json with --format {args.format}: choose one")
+    out = Path(args.out) if args.out else None
+    kind = output_kind(out, args.format or ("json" if args.json else None)) if out else (args.format or ("json" if args.json else "table"))
+    check_inputs(args.images)
+    Window.parse(args.dicom_window)
+    clf = _classifier(args)
+    summary = predict_files(clf, list(args.images), recursive=args.recursive, out=out, kind=kind,
+                            progress=None if args.no_progress else args.progress_every)
+    # the summary goes where it cannot corrupt machine-readable rows
+    print(summary.line(), file=sys.stdout if out is not None or kind == "table" else sys.stderr)
+    return summary.exit_code
+
+
+def _explain(args: argparse.Namespace) -> None:
+    from .dicom import Window
+    from .explain import check_png_path, explain_to_png
+    from .folder import check_inputs
+
+    # every usage mistake before the model loads
+    config = OcclusionConfig(patch=args.patch, stride=args.stride, fill=args.fill).validate()
+    check_png_path(args.out)
+    check_inputs([args.image])
+    Window.parse(args.dicom_window)
+    clf = _classifier(args)
+    result = explain_to_png(clf, args.image, args.out, config)
+    print(json.dumps(result.summary(), indent=2) if args.json else
+          f"{args.out}: p = {result.probability:.4f} -> {result.label} at {result.operating_point}; "
+          f"{result.evaluations} inferences ({result.patch_px} px patch, stride {result.stride_px}) in {result.seconds:.1f} s")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -127,7 +200,7 @@ def _bench(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return run_cli(lambda: {"predict": _predict, "eval": _eval, "bench": _bench}[args.command](args))
+    return run_cli(lambda: {"predict": _predict, "explain": _explain, "eval": _eval, "bench": _bench}[args.command](args))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 
 ``Classifier("model_int8.tflite")`` reads the metadata embedded in the file, checks the file
 against the digest of its own content embedded at export (``runtime.integrity``) and against the
-sha256 in its sidecar (``NAME.json``) when one is there, opens the backend the suffix calls for, and predicts from image files, PIL images or arrays of any size, one image or many.
-Images go through the same preparation as in training (``runtime.images.to_model_pixels``);
-the decision is ``probability >= threshold`` at the chosen operating point of the model card.
+sha256 in its sidecar (``NAME.json``) when one is there, opens the backend the suffix calls for,
+and predicts from image files (PNG, JPEG, ...; DICOM through ``runtime.dicom``), PIL images or
+arrays of any size, one image or many. An image larger than the training images is first brought
+down to their size (``runtime.parity``), then prepared as in training
+(``runtime.images.to_model_pixels``); the decision is ``probability >= threshold`` at the chosen
+operating point of the model card.
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from PIL import Image, UnidentifiedImageError
 
 from .artifact_metadata import read_artifact
 from .backends import Backend, open_backend
+from .dicom import Window, is_dicom, read_dicom
 from .errors import ConfigError, DataError, ModelFileError
 from .images import MIN_IMAGE_SIZE, PixelRange, check_pixels, to_model_pixels
 from .integrity import DIGEST_KEY, verify_content
 from .metrics import sigmoid
+from .parity import check_parity, to_training_size
 
 log = logging.getLogger("runtime")
 
@@ -67,7 +72,10 @@ def verify_sidecar(path: Path, data: bytes) -> bool:
     return True
 
 
-def _load_image(path: Path) -> np.ndarray:
+def load_image(path: Path, window: Window = Window()) -> np.ndarray:
+    """An image file as an (H, W) or (H, W, 3) uint8 array: PNG, JPEG and the other formats PIL reads, or DICOM."""
+    if is_dicom(path):
+        return read_dicom(path, window)
     try:
         with Image.open(path) as img:
             img.load()
@@ -93,13 +101,28 @@ def _check_metadata(path: Path, image_size: int, class_names: tuple[str, ...], p
         raise ModelFileError(f"{path}: embedded operating point thresholds {bad or points}; expected probabilities in (0, 1)")
 
 
+def _training_shape(path: Path, metadata: dict[str, Any]) -> tuple[int, int] | None:
+    shape = metadata.get("input", {}).get("training_shape")
+    if shape is None:
+        return None
+    try:
+        height, width = (int(v) for v in shape[:2])
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{path}: embedded input.training_shape {shape!r}; expected [height, width]") from None
+    if not (1 <= height <= MAX_IMAGE_SIZE and 1 <= width <= MAX_IMAGE_SIZE):
+        raise ModelFileError(f"{path}: embedded input.training_shape {shape!r}; expected sizes from 1 to {MAX_IMAGE_SIZE}")
+    return height, width
+
+
 class Classifier:
     """A binary classifier exported by ``export/``, ready to predict on a device."""
 
     def __init__(self, model: str | Path, *, operating_point: str = "youden", backend: str | None = None,
                  threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1,
-                 kernels: str = "default") -> None:
+                 kernels: str = "default", parity: str = "crop", dicom_window: str | Window = "file") -> None:
         self.path = Path(model)
+        self.parity = check_parity(parity)
+        self.dicom_window = Window.parse(dicom_window) if isinstance(dicom_window, str) else dicom_window
         data, self.metadata = read_artifact(self.path)
         self.checksum_verified = verify_sidecar(self.path, data)
         started = time.perf_counter()
@@ -121,6 +144,10 @@ class Classifier:
             raise ConfigError(f"--operating-point {operating_point!r}: expected one of {', '.join(points)} (from {self.path.name})")
         self.operating_point, self.threshold = operating_point, points[operating_point]
         self.operating_points = points
+        self.training_shape = _training_shape(self.path, self.metadata)
+        if self.training_shape is None and self.parity != "off":
+            log.warning("warning: %s records no training image size (exported before artifacts carried one): images go "
+                        "straight to %dx%d; re-export it for train/serve parity", self.path, self.image_size, self.image_size)
         self.pixel_range = PixelRange.parse(pixel_range) if pixel_range else None
         self._backend: Backend = open_backend(self.path, backend, threads, interpreters, kernels)
         shape = self._backend.input.shape
@@ -145,7 +172,7 @@ class Classifier:
     def pixels(self, image: ImageLike, source: str = "image") -> np.ndarray:
         """One or more images as model input: (N, S, S, 3), uint8 for 8-bit sources, else float32 0-255."""
         if isinstance(image, (str, Path)):
-            array, source = _load_image(Path(image)), str(image)
+            array, source = load_image(Path(image), self.dicom_window), str(image)
             batch = array[None]
         elif isinstance(image, Image.Image):
             img = image.convert("RGB") if image.mode in _PIL_TO_RGB else image
@@ -159,7 +186,14 @@ class Classifier:
         if batch.shape[0] == 0:
             raise DataError(f"{source}: empty batch; expected at least one image")
         check_pixels(batch, None if batch.dtype == np.uint8 else self.pixel_range, source)
+        batch = self._at_training_size(batch)
         return to_model_pixels(batch, self.image_size, self.pixel_range, source, keep_uint8=True)
+
+    def _at_training_size(self, batch: np.ndarray) -> np.ndarray:
+        """Each image brought to the training images' size first (``runtime.parity``), unless it is there already."""
+        if self.parity == "off" or self.training_shape is None or tuple(batch.shape[1:3]) == self.training_shape:
+            return batch
+        return np.stack([to_training_size(image, self.training_shape, self.parity) for image in batch])
 
     @staticmethod
     def _as_batch(array: np.ndarray, source: str) -> np.ndarray:

@@ -27,14 +27,15 @@ def setup_logging() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up banner is noise in a CLI
 
 
-def run_cli(action: Callable[[], None]) -> int:
+def run_cli(action: Callable[[], int | None]) -> int:
+    """Run a CLI's action; its return value (None: 0) is the exit status, a user mistake is one line and 2."""
     setup_logging()
     try:
-        action()
+        code = action()
     except InceptionEdgeError as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0

@@ -59,6 +59,17 @@ def sha256_tree(root: str | os.PathLike[str]) -> str:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary sibling and a rename."""
+    with atomic_file(path, text=False) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str], text: bool = True) -> Iterator[Any]:
+    """A handle on a temporary sibling of ``path``, renamed into place only if the block succeeds.
+
+    Also for outputs written piece by piece (``runtime predict --out`` writes a row per file): memory
+    stays flat, and a run that fails or is killed leaves the previous file (or none), never a partial one.
+    """
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -66,8 +77,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         raise OutputError(f"{path.parent}: cannot write here ({exc.strerror}); expected a writable directory") from exc
     try:
         os.fchmod(fd, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        with os.fdopen(fd, "w" if text else "wb", **({"encoding": "utf-8", "newline": ""} if text else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -139,8 +139,16 @@ CASES = [
     Case("predict wrong suffix", "runtime", lambda w, m: ["predict", _file(w, "model.onnx", (m / "model_int8.tflite").read_bytes()),
                                                           _png(w)], "model.onnx"),
     Case("predict unknown suffix", "runtime", lambda w, m: ["predict", _file(w, "model.pb", b"x"), _png(w)], "model.pb"),
-    Case("predict not an image", "runtime", lambda w, m: ["predict", str(m / "model_int8.tflite"), _file(w, "scan.png", b"text")],
-         "scan.png"),
+    Case("predict unknown out suffix", "runtime", lambda w, m: ["predict", str(m / "model_int8.tflite"), _png(w), "--out",
+                                                                str(w / "rows.xlsx")], "rows.xlsx"),
+    Case("predict unknown dicom window", "runtime", lambda w, m: ["predict", str(m / "model_int8.tflite"), _png(w),
+                                                                  "--dicom-window", "auto"], "--dicom-window 'auto'"),
+    Case("explain patch too large", "runtime", lambda w, m: ["explain", str(m / "model_int8.tflite"), _png(w), "--out",
+                                                             str(w / "map.png"), "--patch", "0.9"], "--patch 0.9"),
+    Case("explain out not png", "runtime", lambda w, m: ["explain", str(m / "model_int8.tflite"), _png(w), "--out",
+                                                         str(w / "map.jpg")], "map.jpg"),
+    Case("explain missing image", "runtime", lambda w, m: ["explain", str(m / "model_int8.tflite"), str(w / "gone.dcm"), "--out",
+                                                           str(w / "map.png")], "gone.dcm"),
     Case("predict missing image", "runtime", lambda w, m: ["predict", str(m / "model_int8.tflite"), str(w / "gone.png")], "gone.png"),
     Case("predict wrong backend", "runtime", lambda w, m: ["predict", str(m / "model_int8.tflite"), _png(w), "--backend",
                                                            "onnxruntime"], "onnxruntime"),
@@ -193,7 +201,8 @@ def model(model_dir, tmp_path_factory) -> Path:
 def test_the_matrix_covers_every_cli_and_30_inputs():
     assert len({c.name for c in CASES}) == len(CASES) >= 30
     commands = {c.module if c.module != "runtime" else f"runtime {c.name.split()[0]}" for c in CASES}
-    assert commands == {"train", "export.tflite", "export.onnx", "runtime predict", "runtime eval", "runtime bench", "benchmarks"}
+    assert commands == {"train", "export.tflite", "export.onnx", "runtime predict", "runtime explain", "runtime eval",
+                        "runtime bench", "benchmarks"}
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ def test_runtime_imports_and_computes_with_tensorflow_absent():
         "    sys.modules[name] = None  # any import of them now raises ImportError\n"
         "import numpy as np, runtime, runtime.metrics, runtime.datasets, runtime.images, runtime.fileio, runtime.cli, runtime.errors\n"
         "import runtime.backends, runtime.artifact_metadata, runtime.classifier, runtime.__main__\n"
+        "import runtime.dicom, runtime.parity, runtime.folder, runtime.explain\n"
         "x = runtime.images.to_model_pixels(np.zeros((2, 28, 28), np.uint8), 75, None)\n"
-        "print(x.shape, runtime.metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.4])))\n"
+        "print(x.shape, runtime.metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.4])), 'pydicom' in sys.modules)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == "(2, 75, 75, 3) 1.0"
+    assert res.stdout.strip() == "(2, 75, 75, 3) 1.0 False"  # pydicom too is loaded only when a DICOM file is read
 
 
 def test_stage_packages_import_tensorflow_lazily():
@@ -53,7 +54,8 @@ def test_stage_packages_import_tensorflow_lazily():
 def test_export_imports_converters_lazily():
     code = ("import sys, export, export.config, export.calibration, export.verify, export.session, export.metadata, "
             "export.publish, export.tflite, export.tflite.__main__, export.onnx, export.onnx.__main__, "
-            "benchmarks.run, benchmarks.report, benchmarks.reference, benchmarks.demo, benchmarks.__main__, benchmarks.worker\n"
+            "benchmarks.run, benchmarks.report, benchmarks.reference, benchmarks.demo, benchmarks.__main__, benchmarks.worker, "
+            "benchmarks.parity\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

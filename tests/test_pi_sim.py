@@ -27,7 +27,8 @@ PI_SIM = ROOT.parent / "shared" / "tools" / "pi-sim"
 PI_DIR = Path(os.environ.get("PI_SIM_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pi-sim")
 TIMEOUT = 900
 # env -> (extra, wheel directory pi-sim downloaded, distributions the extra must bring)
-ENVS = {"litert": ("pi", "wheels", {"ai-edge-litert", "onnxruntime", "numpy", "pillow"}),
+# The litert env also takes the [dicom] extra: .ci/run puts pydicom among pi-sim's wheels (PI_SIM_EXTRA).
+ENVS = {"litert": ("pi,dicom", "wheels", {"ai-edge-litert", "onnxruntime", "numpy", "pillow", "pydicom"}),
         "tflrt": ("pi-legacy", "wheels_tfl", {"tflite-runtime", "numpy", "pillow"})}
 # The host has no tflite-runtime (it needs numpy<2). tflite-runtime 2.14 does not put int8 models on
 # XNNPACK: its results equal ai-edge-litert's built-in kernels (`--kernels builtin`), bit for bit (all
@@ -134,3 +135,45 @@ def test_predictions_match_x86(env: str, package: str, model: str, installed: di
     for p, h in zip(pi, host):
         assert {k: v for k, v in p.items() if k != "probability"} == {k: v for k, v in h.items() if k != "probability"}
         assert p["probability"] == pytest.approx(h["probability"], rel=1e-12, abs=0)
+
+
+def test_dicom_gives_the_pngs_answers_on_the_pi(installed: dict[str, Path], tflite_result, tmp_path: Path) -> None:
+    """Every DICOM case the tests write, next to the PNG of its expected pixels, through the emulated Pi's CLI:
+    each DICOM file gets its PNG's probability, refused ones fail with their reason, and the Pi equals the host."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from dicom_files import SECRETS, cases, write_case
+
+    from runtime.datasets import load_dataset
+
+    xray = np.kron(load_dataset("pneumoniamnist").split("test").images[7], np.ones((4, 4), dtype=np.uint8))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    # one window setting for the whole run: the cases that choose another are covered by tests/test_dicom.py
+    chosen = [c for c in cases(xray) if c.window == "file"]
+    for case in chosen:
+        write_case(folder, case)
+        if case.expected is not None:
+            Image.fromarray(case.expected).save(folder / f"{case.name}.png")
+    args = ["predict", str(tflite_result.path), str(folder), "--format", "jsonl", "--no-progress"]
+    pi_out = _run_any([str(PI_SIM), "python", "litert", "-m", "runtime", *args], tmp_path, PYTHONPATH=str(installed["litert"]))
+    host_out = _run_any([sys.executable, "-m", "runtime", *args], ROOT)
+    assert not [s for s in SECRETS if s in pi_out + host_out]
+    pi = {Path(r["path"]).name: r for r in map(json.loads, pi_out.splitlines())}
+    host = {Path(r["path"]).name: r for r in map(json.loads, host_out.splitlines())}
+    assert pi.keys() == host.keys() and len(pi) == len(chosen) + sum(c.expected is not None for c in chosen)
+    for case in chosen:
+        row = pi[f"{case.name}.dcm"]
+        if case.expected is None:
+            assert row["status"] == "error" and case.refused in row["error"], row
+            continue
+        png = pi[f"{case.name}.png"]
+        assert (row["status"], row["label"], row["probability"]) == ("ok", png["label"], png["probability"]), case.name
+        assert (row["label"], row["logit"]) == (host[f"{case.name}.dcm"]["label"], host[f"{case.name}.dcm"]["logit"])
+
+
+def _run_any(cmd: list[str], cwd: Path, **env: str) -> str:
+    """Like _run, but exit status 4 (some files failed, as the refused DICOM cases must) is expected here."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull} | env
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=clean, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 4, f"{' '.join(cmd[:6])} ... exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+    return proc.stdout

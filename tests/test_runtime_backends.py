@@ -161,7 +161,6 @@ def test_cli_predict_gives_the_export_reports_decisions_without_tensorflow(artif
 def test_cli_errors_are_one_line_even_after_the_model_loaded(artifacts, tmp_path):
     (tmp_path / "notes.png").write_text("not an image")
     for args, culprit in [(("predict", str(artifacts / "model_int8.tflite"), str(tmp_path / "nope.png")), "nope.png: no such image file"),
-                          (("predict", str(artifacts / "model_int8.tflite"), str(tmp_path / "notes.png")), "notes.png: not a readable image"),
                           (("bench", str(artifacts / "model_int8.tflite"), "--runs", "0"), "--runs 0: expected 1 or more"),
                           (("bench", str(artifacts / "model_int8.tflite"), "--image", str(tmp_path / "notes.png")),
                            "notes.png: not a readable image"),
@@ -169,6 +168,13 @@ def test_cli_errors_are_one_line_even_after_the_model_loaded(artifacts, tmp_path
         proc = _cli(*args)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert proc.stderr.startswith("error: ") and culprit in proc.stderr and not proc.stdout
+    # a file that exists but is not an image is not a usage error: it is a row, the others are classified, exit 4
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "blank.png")
+    proc = _cli("predict", str(artifacts / "model_int8.tflite"), str(tmp_path / "notes.png"), str(tmp_path / "blank.png"), "--json")
+    assert proc.returncode == 4 and "Traceback" not in proc.stderr, proc.stderr
+    bad, good = json.loads(proc.stdout)
+    assert (bad["status"], good["status"]) == ("error", "ok") and "notes.png: not a readable image" in bad["error"]
+    assert "2 files: " in proc.stderr and "1 failed" in proc.stderr
 
 
 # Refuses every import of TensorFlow, caught or not, and says so on stderr: the runtime's cold path must not try.

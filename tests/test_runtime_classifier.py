@@ -96,7 +96,7 @@ def test_cli_predict_json_and_eval(tflite_result, model_dir, test_images, tmp_pa
     assert row["path"] == str(tmp_path / "a.png") and 0.0 <= row["probability"] <= 1.0 and row["label"] in ("normal", "pneumonia")
     proc = subprocess.run([sys.executable, "-m", "runtime", "predict", str(model_dir / "model_int8.tflite"), str(tmp_path / "nope.png")],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope.png'}: no such image file"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nope.png'}: no such image file or folder"
 
 
 def test_cli_eval_gives_intervals_and_ppv_npv_at_a_stated_prevalence(tflite_result, model_dir):
