@@ -9,6 +9,7 @@ from typing import Any
 
 from runtime.config_dicts import config_from_dict, load_config_json
 from runtime.errors import ConfigError
+from runtime.evaluation import check_prevalence
 
 CONFIG_NAME = "benchmark_config.json"
 
@@ -53,8 +54,7 @@ class BenchmarkConfig:
 
         if self.gate not in GATES:
             raise ConfigError(f"--gate {self.gate!r}: expected one of {', '.join(GATES)}")
-        if self.prevalence is not None and not 0.0 < self.prevalence < 1.0:
-            raise ConfigError(f"--prevalence {self.prevalence}: expected a share of positives strictly between 0 and 1")
+        check_prevalence(self.prevalence)
         if not self.split:
             raise ConfigError("--split '': expected a split name such as test")
 

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from runtime.backends import TFLITE_KERNELS
 from runtime.config_dicts import config_from_dict
 from runtime.errors import ConfigError
+from runtime.evaluation import check_prevalence
 
 TFLITE_MODES = ("int8", "float16", "dynamic")
 TFLITE_INPUT_TYPES = ("uint8", "int8")
@@ -125,8 +126,7 @@ class ExportConfig:
             self.max_drift.validate()
         if self.gate not in GATES:
             raise ConfigError(f"--gate {self.gate!r}: expected one of {', '.join(GATES)}")
-        if self.prevalence is not None and not (isinstance(self.prevalence, (int, float)) and 0.0 < self.prevalence < 1.0):
-            raise ConfigError(f"--prevalence {self.prevalence!r}: expected a share of positives strictly between 0 and 1")
+        check_prevalence(self.prevalence)
         if self.agreement_images is not None and (not isinstance(self.agreement_images, int) or self.agreement_images < 0):
             raise ConfigError(f"--agreement-images {self.agreement_images!r}: expected all, 0 or a positive integer")
         if self.fallback not in FALLBACK_MODES:

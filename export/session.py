@@ -197,7 +197,10 @@ def summary_line(report: dict[str, Any]) -> str:
                   f"specificity loss <= {max(-p['specificity_change']['low'] for p in g):.4f}, "
                   f"agreement >= {min(p['agreement_interval']['low'] for p in g):.4f}, "
                   f"AUC loss <= {-gate['auc_change']['low']:.4f}")
-    verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
+    if report.get("limits") is None:  # --max-drift none: figures only; "within limits" would claim a check never made
+        verdict = "not judged (--max-drift none)"
+    else:
+        verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
     also = "".join(f" ({name} kernels too)" for name in report.get("kernel_sets", {}))
     return (f"observed worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
             f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}{bounds}: {verdict}{also}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError
 from .metrics import binary_metrics, sigmoid
 from .stats import auc_interval, one_image, predictive_values, wilson
 
@@ -24,7 +24,7 @@ def check_prevalence(prevalence: float | None, what: str = "--prevalence") -> fl
     if prevalence is None:
         return None
     if not isinstance(prevalence, (int, float)) or not 0.0 < float(prevalence) < 1.0:
-        raise DataError(f"{what} {prevalence!r}: expected the share of positives where the model is used, strictly "
+        raise ConfigError(f"{what} {prevalence!r}: expected the share of positives where the model is used, strictly "
                         "between 0 and 1 (e.g. 0.05), or nothing for the evaluated split's own")
     return float(prevalence)
 

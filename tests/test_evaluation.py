@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.errors import DataError
+from runtime.errors import ConfigError
 from runtime.evaluation import check_prevalence, format_rate, split_summary
 from runtime.stats import auc_interval, predictive_values, wilson
 
@@ -48,6 +48,17 @@ def test_a_stated_prevalence_moves_ppv_and_npv_by_bayes_rule():
 
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, "0.1"])
 def test_prevalence_must_be_a_share_strictly_inside_zero_and_one(bad):
-    with pytest.raises(DataError, match="--prevalence"):
+    with pytest.raises(ConfigError, match="--prevalence"):
         check_prevalence(bad)
     assert check_prevalence(None) is None and check_prevalence(0.05) == 0.05
+
+
+def test_every_stage_checks_prevalence_with_the_same_rule():
+    from benchmarks.config import BenchmarkConfig
+    from export.config import TFLiteExportConfig
+    from train.config import TrainConfig
+
+    for make in (lambda p: TrainConfig(data="d.npz", out="o", prevalence=p), lambda p: TFLiteExportConfig(model="m", prevalence=p),
+                 lambda p: BenchmarkConfig(model="m", prevalence=p)):
+        with pytest.raises(ConfigError, match=r"--prevalence 1\.5: expected the share of positives"):
+            make(1.5).validate()

@@ -204,6 +204,19 @@ def test_noninferiority_refuses_a_real_loss_and_an_unproven_one():
     assert not _verdict(small, "noninferiority")["passed"]
 
 
+def test_the_summary_line_says_not_judged_without_limits():
+    from export.session import summary_line
+    from export.verify import verify_artifact
+
+    small = [_flipped_split("val", 135, 1, 1, 0)]  # refused by the gate at the default limits (above)
+    data, reference, outputs = [small[0][0]], {"val": small[0][1]}, {"val": small[0][2]}
+    judged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, DriftLimits()))
+    unjudged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, None))
+    assert judged.endswith(": FAILED (2 beyond limits)")  # a sensitivity and a specificity bound of 0.0408
+    assert unjudged.endswith(": not judged (--max-drift none)") and "within limits" not in unjudged
+    assert judged.split(": ")[0] == unjudged.split(": ")[0]  # the same figures either way
+
+
 def test_shortfall_is_the_distance_of_the_worst_bound_beyond_its_limit():
     from export.verify import shortfall
 

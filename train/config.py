@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.config_dicts import config_from_dict, load_config_json
 from runtime.errors import ConfigError
+from runtime.evaluation import check_prevalence
 from runtime.images import MIN_IMAGE_SIZE, PixelRange
 
 FINE_TUNE_BLOCKS = tuple(f"mixed{i}" for i in range(1, 11))  # InceptionV3's blocks after the stem
@@ -91,8 +92,7 @@ class TrainConfig:
         for name in ("target_sensitivity", "target_specificity"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a rate in (0, 1)")
-        if self.prevalence is not None and not (isinstance(self.prevalence, (int, float)) and 0.0 < self.prevalence < 1.0):
-            raise ConfigError(f"--prevalence {self.prevalence!r}: expected a share of positives strictly between 0 and 1")
+        check_prevalence(self.prevalence)
         if self.weights not in ("imagenet", "none") and not str(self.weights).endswith(".h5"):
             raise ConfigError(f"--weights {self.weights!r}: expected imagenet, none, or a path to a Keras .h5 weights file")
 
