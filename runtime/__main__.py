@@ -115,15 +115,14 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .errors import ConfigError
-    from .dicom import Window
     from .folder import check_inputs, output_kind, predict_files
 
     if args.json and args.format not in (None, "json"):
         raise ConfigError(f"--json with --format {args.format}: choose one")
     out = Path(args.out) if args.out else None
-    kind = output_kind(out, args.format or ("json" if args.json else None)) if out else (args.format or ("json" if args.json else "table"))
+    given = args.format or ("json" if args.json else None)
+    kind = output_kind(out, given) if out else (given or "table")
     check_inputs(args.images)
-    Window.parse(args.dicom_window)
     clf = _classifier(args)
     summary = predict_files(clf, list(args.images), recursive=args.recursive, out=out, kind=kind,
                             progress=None if args.no_progress else args.progress_every)
@@ -133,7 +132,6 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> None:
-    from .dicom import Window
     from .explain import check_png_path, explain_to_png
     from .folder import check_inputs
 
@@ -141,7 +139,6 @@ def _explain(args: argparse.Namespace) -> None:
     config = OcclusionConfig(patch=args.patch, stride=args.stride, fill=args.fill).validate()
     check_png_path(args.out)
     check_inputs([args.image])
-    Window.parse(args.dicom_window)
     clf = _classifier(args)
     result = explain_to_png(clf, args.image, args.out, config)
     print(json.dumps(result.summary(), indent=2) if args.json else

@@ -121,6 +121,7 @@ class Classifier:
                  threads: int | None = None, pixel_range: str | None = None, interpreters: int = 1,
                  kernels: str = "default", parity: str = "crop", dicom_window: str | Window = "file") -> None:
         self.path = Path(model)
+        # options first: a bad --parity or --dicom-window is reported before the model file is read
         self.parity = check_parity(parity)
         self.dicom_window = Window.parse(dicom_window) if isinstance(dicom_window, str) else dicom_window
         data, self.metadata = read_artifact(self.path)

@@ -183,8 +183,10 @@ def check_png_path(out: str | Path) -> Path:
 def explain_to_png(clf: Classifier, image: ImageLike, out: str | Path, config: OcclusionConfig = OcclusionConfig()) -> Explanation:
     """Compute the map for ``image`` and write the overlay PNG to ``out`` (atomically)."""
     out = check_png_path(out)
-    explanation = occlusion_map(clf, image, config)
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
+    if isinstance(image, (str, Path)):  # decoded once for the map and the picture (a DICOM costs ~150 ms to read)
+        image = load_image(Path(image), clf.dicom_window)
+    explanation = occlusion_map(clf, image, config)
     title = (f"{name}: p({clf.class_names[1]}) = {explanation.probability:.3f} -> {explanation.label} "
              f"({explanation.operating_point}, p >= {explanation.threshold:.3f})")
     canvas = render_overlay(display_image(clf, image), explanation, title)
