@@ -75,6 +75,20 @@ def calibration_split(train: Split | None, calibration_data: str | None, positiv
     return split, binary_labels(split, positive_label)
 
 
+def rows_holding(images: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Sorted indices of the rows of ``images`` byte-identical to some row of ``among``.
+
+    ``--calibration-data`` may name the training data itself, or a file cut from it: its draw
+    indexes another array, so the training rows it calibrated on are found by content. Shape or
+    dtype differences mean no shared row.
+    """
+    if images.shape[1:] != among.shape[1:] or images.dtype != among.dtype or not len(among):
+        return np.zeros(0, dtype=np.int64)
+    seen = {hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() for row in among}
+    return np.asarray([i for i, row in enumerate(images)
+                       if hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() in seen], dtype=np.int64)
+
+
 def draw_calibration(split: Split, labels01: np.ndarray | None, size: int, seed: int, image_size: int,
                      pixel_range: PixelRange | None) -> CalibrationSample:
     """Draw ``size`` images and preprocess them as the model expects."""

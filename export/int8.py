@@ -1,10 +1,12 @@
-"""The int8 recipe both formats follow, written once: build plain int8, rank the layers, search, time, describe.
+"""The int8 recipe both formats follow, written once: calibrate, build plain int8, rank the layers, search, time,
+describe.
 
-A format (``export.tflite``, ``export.onnx``) supplies an :class:`Int8Format`: how to write an
-artifact with a given set of nodes left in float, how to measure each layer's int8 error, and
-which nodes keep one ranked layer in float. Everything that judges (the gate, its statistics, the
-fallback's stop rule) happens here and in :mod:`export.fallback` / :mod:`export.verify`, so a
-TFLite and an ONNX export of the same model are accepted or refused by the same numbers.
+A format (``export.tflite``, ``export.onnx``) supplies its calibration, which yields an
+:class:`Int8Format`: how to write an artifact with a given set of nodes left in float, how to
+measure each layer's int8 error, and which nodes keep one ranked layer in float. Everything that
+judges (the gate, its statistics, the fallback's stop rule) happens here and in
+:mod:`export.fallback` / :mod:`export.verify`, so a TFLite and an ONNX export of the same model
+are accepted or refused by the same numbers.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from .config import ExportConfig
 from .fallback import FallbackOutcome, log_ranking, measure_latency, search
-from .layer_errors import LayerError, layer_report, rank, short_name
+from .layer_errors import LayerError, layer_report, rank
 from .session import ExportSession
 from .verify import SELECTION_SPLITS
 
@@ -45,18 +47,26 @@ class Int8Outcome:
     step: int  # index of the published build (0: plain int8)
     path: Path
     record: dict[str, Any]
-    float_nodes: list[str]
+    fallback: FallbackOutcome | None = None  # the search, with --fallback auto
     extra: dict[str, Any] = field(default_factory=dict)  # layer_errors, fallback, convert_seconds
 
     @property
+    def float_nodes(self) -> list[str]:
+        return self.fallback.final.float_nodes if self.fallback else []
+
+    @property
     def float_layers(self) -> list[str]:
-        return [short_name(n) for n in self.float_nodes]
+        return self.fallback.float_layers if self.fallback else []
 
 
-def quantize(session: ExportSession, cfg: ExportConfig, fmt: Int8Format, work: Path) -> Int8Outcome:
-    """Plain int8, the per-layer report, and with ``--fallback auto`` the search under the export's gate."""
+def quantize(session: ExportSession, cfg: ExportConfig, calibrate: Callable[[np.ndarray], Int8Format],
+             work: Path) -> Int8Outcome:
+    """Calibrate once, then plain int8, the per-layer report, and with ``--fallback auto`` the search under the
+    export's gate. ``calibrate`` turns the calibration pixels into the format's builder; its time counts in
+    ``convert_seconds`` like the builds'."""
     calibration = session.calibration()
     start = time.perf_counter()
+    fmt = calibrate(calibration.pixels)
     built: dict[int, tuple[Path, dict[str, Any]]] = {}
 
     def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
@@ -72,7 +82,7 @@ def quantize(session: ExportSession, cfg: ExportConfig, fmt: Int8Format, work: P
         ranking = rank(fmt.layer_errors(images))
         extra["layer_errors"] = layer_report(ranking, len(images), fmt.layer_method)
         log_ranking(ranking)
-    outcome = Int8Outcome(0, plain_path, plain_record, [], extra)
+    outcome = Int8Outcome(0, plain_path, plain_record, None, extra)
     if cfg.fallback == "auto":
         found: FallbackOutcome = search(ranking, fmt.fallback_group, build,
                                         lambda path: session.selection_verdict(path, fmt.kernel_sets), cfg.fallback_max_layers)
@@ -80,6 +90,6 @@ def quantize(session: ExportSession, cfg: ExportConfig, fmt: Int8Format, work: P
         extra["fallback"] = found.report(cfg.fallback_max_layers, cfg.threads, SELECTION_SPLITS)
         found.log_costs()
         final = found.final
-        outcome = Int8Outcome(found.final_index, final.path, final.build, final.float_nodes, extra)
+        outcome = Int8Outcome(found.final_index, final.path, final.build, found, extra)
     extra["convert_seconds"] = round(time.perf_counter() - start, 2)
     return outcome

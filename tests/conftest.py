@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from benchmarks.reference import REFERENCE_DATA
 from runtime.bundled import bundled_path
 
 ROOT = Path(__file__).resolve().parents[1]
+POINTS = [{"name": "youden", "threshold": 0.5, "logit_threshold": 0.0, "rule": "youden"}]
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +88,23 @@ def tflite_result(model_dir):
 def onnx_results(model_dir):
     """fp32, then the int8 file for the Pi (model_int8.onnx) and for x86 (model_int8_x86.onnx)."""
     return [_published(model_dir / name) for name in ("model_fp32.onnx", "model_int8.onnx", "model_int8_x86.onnx")]
+
+
+@pytest.fixture()
+def fake_model(tmp_path):
+    """A model directory with the files discovery reads, and a SavedModel that cannot load."""
+    from train.config import TrainConfig
+
+    data = write_npz(tmp_path / "data.npz")
+    model = tmp_path / "model"
+    (model / "saved_model").mkdir(parents=True)
+    (model / "saved_model" / "saved_model.pb").write_bytes(b"not a protobuf")
+    card = {"saved_model": "saved_model", "image_size": 75, "positive_label": 1, "negative_label": 0,
+            "class_names": ["normal", "pneumonia"], "operating_points": POINTS, "metrics": {},
+            "data": {"path": str(data), "files": [], "image_shape": [28, 28]}, "config": "train_config.json"}
+    (model / "model_card.json").write_text(json.dumps(card))
+    (model / "train_config.json").write_text(json.dumps(TrainConfig(data=str(data), out=str(model)).to_dict()))
+    return model, data
 
 
 def make_arrays(n_per_class: int = 12, size: int = 28, channels: int | None = None, dtype=np.uint8,

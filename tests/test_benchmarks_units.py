@@ -11,31 +11,12 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, write_npz
+from conftest import POINTS, ROOT, write_npz
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.formats import SAVED_MODEL, discover_formats, select_formats
 from benchmarks.report import goals, markdown
 from runtime.errors import ConfigError, ModelCardError
-from train.config import TrainConfig
-
-POINTS = [{"name": "youden", "threshold": 0.5, "logit_threshold": 0.0, "rule": "youden"}]
-
-
-@pytest.fixture()
-def fake_model(tmp_path):
-    """A model directory with the files discovery reads, and a SavedModel that cannot load."""
-    data = write_npz(tmp_path / "data.npz")
-    model = tmp_path / "model"
-    (model / "saved_model").mkdir(parents=True)
-    (model / "saved_model" / "saved_model.pb").write_bytes(b"not a protobuf")
-    card = {"saved_model": "saved_model", "image_size": 75, "positive_label": 1, "negative_label": 0,
-            "class_names": ["normal", "pneumonia"], "operating_points": POINTS, "metrics": {},
-            "data": {"path": str(data), "files": [], "image_shape": [28, 28]}, "config": "train_config.json"}
-    (model / "model_card.json").write_text(json.dumps(card))
-    (model / "train_config.json").write_text(json.dumps(TrainConfig(data=str(data), out=str(model)).to_dict()))
-    return model, data
-
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "benchmarks", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)

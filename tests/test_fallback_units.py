@@ -177,3 +177,37 @@ def test_config_fallback_fields_names_and_refusals():
         with pytest.raises(ConfigError, match=flag):
             TFLiteExportConfig(model="m", **kwargs)
     assert TFLiteExportConfig(model="m", max_drift=DriftLimits()).fallback == "off"
+
+
+def test_the_int8_driver_calibrates_once_and_counts_it_in_the_conversion_time(monkeypatch, tmp_path):
+    """Both exporters hand their calibration to :func:`export.int8.quantize`, which times it with the builds."""
+    import export.int8 as driver
+    from export.calibration import CalibrationSample
+    from export.int8 import Int8Format, quantize
+
+    clock = [100.0]
+    monkeypatch.setattr(driver.time, "perf_counter", lambda: clock[0])
+    pixels = np.zeros((4, 75, 75, 3), np.float32)
+    calls: list[str] = []
+
+    def calibrate(images: np.ndarray) -> Int8Format:
+        assert images is pixels
+        calls.append("calibrate")
+        clock[0] += 5.0
+
+        def build(float_nodes: list[str], step: int):
+            calls.append(f"build{step}{float_nodes}")
+            clock[0] += 2.0
+            return tmp_path / f"step{step}", {"bias_correction": None}
+
+        return Int8Format(build=build, layer_errors=lambda _: [], layer_method="-", fallback_group=lambda _: [])
+
+    class Session:
+        def calibration(self) -> CalibrationSample:
+            return CalibrationSample(pixels, {})
+
+    cfg = TFLiteExportConfig(model="m", layer_report_images=0)
+    outcome = quantize(Session(), cfg, calibrate, tmp_path)
+    assert calls == ["calibrate", "build0[]"]
+    assert outcome.extra == {"convert_seconds": 7.0} and outcome.step == 0 and outcome.path == tmp_path / "step0"
+    assert outcome.float_nodes == [] and outcome.float_layers == [] and outcome.fallback is None

@@ -72,44 +72,48 @@ def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
 
 def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: Path
           ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """Calibrate once, then the shared int8 recipe (:func:`export.int8.quantize`) over QDQ builds. Returns the
+    """The shared int8 recipe (:func:`export.int8.quantize`) over QDQ builds from one calibration. Returns the
     model to publish, its metadata and the sidecar's extra sections."""
     import onnx
 
     from . import convert, layers
 
-    calibration = session.calibration()
-    start = time.perf_counter()
-    plan = convert.calibrate_int8(fp32_file, calibration.pixels, ACTIVATION_TYPE[cfg.target], cfg.calibration_method, work)
-    calibrate_seconds = time.perf_counter() - start
+    plans: list[convert.Int8Plan] = []
 
-    def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
-        raw, path = work / f"step{step}.raw.onnx", work / f"step{step}.onnx"
-        convert.write_int8(plan, raw, float_nodes)
-        model = onnx.load(str(raw))
-        record: dict[str, Any] = {"bias_correction": None}
-        if cfg.bias_correction:
-            measured = session.logit_shift(raw)
-            record["bias_correction"] = {**measured, **convert.shift_output(model, -measured["mean_delta_logit"])}
-            log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images",
-                     measured["mean_delta_logit"], measured["images"])
-        onnx.save(model, str(path))
-        return path, record
+    def calibrate(pixels: np.ndarray) -> Int8Format:
+        plan = convert.calibrate_int8(fp32_file, pixels, ACTIVATION_TYPE[cfg.target], cfg.calibration_method, work)
+        plans.append(plan)
+        prepared = onnx.load(str(plan.prepared))
 
-    prepared = onnx.load(str(plan.prepared))
-    outcome = quantize(session, cfg, Int8Format(
-        build=build, layer_errors=lambda images: layers.layer_errors(work / "step0.raw.onnx", prepared, images, work),
-        layer_method="QDQ activations before and after their QuantizeLinear/DequantizeLinear pair (onnxruntime, no fusion)",
-        fallback_group=lambda layer: layers.fallback_group(prepared, layer.tensor)), work)
-    settings = dict(plan.settings)
+        def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
+            raw, path = work / f"step{step}.raw.onnx", work / f"step{step}.onnx"
+            convert.write_int8(plan, raw, float_nodes)
+            model = onnx.load(str(raw))
+            record: dict[str, Any] = {"bias_correction": None}
+            if cfg.bias_correction:
+                measured = session.logit_shift(raw)
+                record["bias_correction"] = {**measured, **convert.shift_output(model, -measured["mean_delta_logit"])}
+                log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images",
+                         measured["mean_delta_logit"], measured["images"])
+            onnx.save(model, str(path))
+            return path, record
+
+        return Int8Format(
+            build=build, layer_errors=lambda images: layers.layer_errors(work / "step0.raw.onnx", prepared, images, work),
+            layer_method="QDQ activations before and after their QuantizeLinear/DequantizeLinear pair (onnxruntime, "
+                         "no fusion)",
+            fallback_group=lambda layer: layers.fallback_group(prepared, layer.tensor))
+
+    outcome = quantize(session, cfg, calibrate, work)
+    settings = dict(plans[0].settings)
     if cfg.fallback == "auto":
         settings["nodes_to_exclude"] = outcome.float_nodes
     settings["bias_correction"] = outcome.record["bias_correction"]
-    extra = {**outcome.extra, "convert_seconds": round(outcome.extra["convert_seconds"] + calibrate_seconds, 2)}
     meta = build_metadata(session.source, {"format": "onnx", "precision": "int8", "float_layers": outcome.float_layers,
                                            "opset": cfg.opset, "target": cfg.target, "quantization": settings},
-                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, calibration.record)
-    return onnx.load(str(outcome.path)), meta, extra
+                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None},
+                          session.calibration().record)
+    return onnx.load(str(outcome.path)), meta, outcome.extra
 
 
 def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, destination: Path) -> ExportResult:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import TFLiteExportConfig
 from ..int8 import Int8Format, quantize
 from ..metadata import build_metadata, embed_tflite, seal_artifact
@@ -47,42 +49,42 @@ def _export_float(session: ExportSession, cfg: TFLiteExportConfig) -> ExportResu
 
 
 def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) -> ExportResult:
-    """Calibrate once, then the shared int8 recipe (:func:`export.int8.quantize`) over TFLite builds; publish."""
+    """The shared int8 recipe (:func:`export.int8.quantize`) over TFLite builds from one calibration; publish."""
     from . import convert, layers
 
-    calibration = session.calibration()
-    start = time.perf_counter()
-    calibrated = convert.calibrate(str(session.source.saved_model), calibration.pixels)
-    calibrate_seconds = time.perf_counter() - start
     builds: dict[int, Any] = {}
 
-    def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
-        model = convert.read_model(convert.quantize(calibrated, cfg.input_type, float_nodes, cfg.artifact_name))
-        record: dict[str, Any] = {"input_quantization": convert.pin_input_quantization(model, cfg.input_type)}
-        leftover = convert.float_kernels(model)
-        if leftover and not float_nodes:
-            raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
-        record["float_kernels"] = leftover
-        record["bias_correction"] = _correct_bias(session, model, work / f"probe{step}.tflite") if cfg.bias_correction else None
-        path = work / f"step{step}.tflite"
-        path.write_bytes(convert.write_model(model))
-        builds[step] = model
-        return path, record
+    def calibrate(pixels: np.ndarray) -> Int8Format:
+        calibrated = convert.calibrate(str(session.source.saved_model), pixels)
 
-    outcome = quantize(session, cfg, Int8Format(
-        build=build, layer_errors=lambda images: layers.layer_errors(calibrated, images),
-        layer_method="TFLite debug-mode model, as QuantizationDebugger builds it: each op in int8 vs in float on the same "
-                     "dequantized inputs (NumericVerify), reference kernels",
-        fallback_group=lambda layer: layers.fallback_group(builds[0], layer.tensor), kernel_sets=cfg.verify_kernels), work)
+        def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
+            model = convert.read_model(convert.quantize(calibrated, cfg.input_type, float_nodes, cfg.artifact_name))
+            record: dict[str, Any] = {"input_quantization": convert.pin_input_quantization(model, cfg.input_type)}
+            leftover = convert.float_kernels(model)
+            if leftover and not float_nodes:
+                raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
+            record["float_kernels"] = leftover
+            record["bias_correction"] = _correct_bias(session, model, work / f"probe{step}.tflite") if cfg.bias_correction else None
+            path = work / f"step{step}.tflite"
+            path.write_bytes(convert.write_model(model))
+            builds[step] = model
+            return path, record
+
+        return Int8Format(
+            build=build, layer_errors=lambda images: layers.layer_errors(calibrated, images),
+            layer_method="TFLite debug-mode model, as QuantizationDebugger builds it: each op in int8 vs in float on the "
+                         "same dequantized inputs (NumericVerify), reference kernels",
+            fallback_group=lambda layer: layers.fallback_group(builds[0], layer.tensor), kernel_sets=cfg.verify_kernels)
+
+    outcome = quantize(session, cfg, calibrate, work)
     record, float_layers = outcome.record, outcome.float_layers
     precision = _PRECISION["int8"] + (f"; kept float: {', '.join(float_layers)}" if float_layers else "")
     metadata = build_metadata(session.source, {"format": "tflite", "mode": "int8", "precision": precision,
                                                "bias_correction": record["bias_correction"],
                                                "float_layers": float_layers},
-                              {"dtype": cfg.input_type, "quantization": record["input_quantization"]}, calibration.record)
-    extra = {**outcome.extra, "convert_seconds": round(outcome.extra["convert_seconds"] + calibrate_seconds, 2),
-             "float_kernels": record["float_kernels"]}
-    return _publish(session, cfg, builds[outcome.step], metadata, extra)
+                              {"dtype": cfg.input_type, "quantization": record["input_quantization"]},
+                              session.calibration().record)
+    return _publish(session, cfg, builds[outcome.step], metadata, {**outcome.extra, "float_kernels": record["float_kernels"]})
 
 
 def _publish(session: ExportSession, cfg: TFLiteExportConfig, model: Any, metadata: dict[str, Any],
