@@ -84,9 +84,12 @@ def rows_holding(images: np.ndarray, among: np.ndarray) -> np.ndarray:
     """
     if images.shape[1:] != among.shape[1:] or images.dtype != among.dtype or not len(among):
         return np.zeros(0, dtype=np.int64)
-    seen = {hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() for row in among}
-    return np.asarray([i for i, row in enumerate(images)
-                       if hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() in seen], dtype=np.int64)
+
+    def digest(row: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest()
+
+    seen = {digest(row) for row in among}
+    return np.asarray([i for i, row in enumerate(images) if digest(row) in seen], dtype=np.int64)
 
 
 def draw_calibration(split: Split, labels01: np.ndarray | None, size: int, seed: int, image_size: int,

@@ -72,17 +72,18 @@ class ExportSession:
         check_destination(out_dir, artifact_names, cfg.overwrite)
         session = cls(cfg, source, out_dir, open_training_data(source, cfg.data))
         train = session.dataset.split("train")
-        drawn: np.ndarray | None = None  # training rows the calibration used: never in the agreement pool
         if needs_calibration:  # numpy and PIL only (about a second at 299x299), and it checks the size against the data
             split, labels = calibration_split(train, cfg.calibration_data, source.positive_label)
             session._calibration = draw_calibration(split, labels, cfg.calibration_size, cfg.calibration_seed,
                                                     source.image_size, source.pixel_range)
             log.info("calibration: %d images from %s (seed %d, %s)", cfg.calibration_size, split.source,
                      cfg.calibration_seed, session._calibration.record["class_counts"])
-            drawn = np.asarray(session._calibration.record["indices"], dtype=np.int64)
-            if cfg.calibration_data is not None and train is not None:
-                drawn = rows_holding(train.images, split.images[drawn])
         if train is not None and cfg.agreement_images != 0:
+            drawn: np.ndarray | None = None  # training rows the calibration used: never in the agreement pool
+            if session._calibration is not None:
+                drawn = np.asarray(session._calibration.record["indices"], dtype=np.int64)
+                if cfg.calibration_data is not None:  # another array: its rows are found in train by content
+                    drawn = rows_holding(train.images, split.images[drawn])
             session._pool = pool_rows(len(train), drawn, cfg.agreement_images, cfg.calibration_seed)
             log.info("agreement pool: %d training images (%d calibration images left out)", session._pool.size,
                      0 if drawn is None else drawn.size)

@@ -131,21 +131,21 @@ def test_calibration_from_unlabelled_npy_and_wrong_shape(tmp_path):
         calibration_split(None, str(bad), 1)
 
 
-
 @pytest.mark.parametrize("calibration_data", [None, "training file", "a .npy cut from it"])
 def test_the_agreement_pool_never_holds_a_calibration_image(fake_model, calibration_data):
     """Agreement on unused training images means unused: also when --calibration-data names the training data."""
     model, data = fake_model
     train = load_dataset(data).split("train")
+    cut = [3, 5, 7, 11, 13, 17, 19, 23]  # the training rows the .npy case holds
     if calibration_data == "training file":
         calibration_data = str(data)
     elif calibration_data is not None:
         calibration_data = str(model.parent / "cut.npy")
-        np.save(calibration_data, train.images[[3, 5, 7, 11, 13, 17, 19, 23]])
+        np.save(calibration_data, train.images[cut])
     cfg = OnnxExportConfig(model=str(model), calibration_size=6, calibration_seed=1, calibration_data=calibration_data)
     session = ExportSession.open(cfg, [cfg.int8_name], needs_calibration=True)
     drawn = session.calibration().record["indices"]
-    used = drawn if calibration_data is None or calibration_data.endswith(".npz") else [[3, 5, 7, 11, 13, 17, 19, 23][i] for i in drawn]
+    used = drawn if calibration_data is None or calibration_data.endswith(".npz") else [cut[i] for i in drawn]
     assert len(set(used)) == 6 and sorted(session._pool.tolist()) == sorted(set(range(len(train))) - set(used))
     assert rows_holding(train.images, train.images[:0]).size == 0
     assert rows_holding(train.images, train.images[:2].astype(np.float32)).size == 0  # another dtype shares no row
