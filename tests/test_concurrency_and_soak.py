@@ -24,7 +24,7 @@ def images(xray_data):
     return np.asarray(load_dataset(xray_data).splits["test"].images[:32])
 
 
-@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8_x86.onnx"])
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8.onnx"])
 def test_eight_threads_sharing_one_classifier_get_exactly_the_serial_answers(model_dir, images, name):
     clf = Classifier(model_dir / name)
     serial = [clf.predict(image)[0] for image in images]
@@ -49,7 +49,7 @@ def test_eight_threads_sharing_one_classifier_get_exactly_the_serial_answers(mod
     assert not wrong, f"{len(wrong)} of {THREADS * PER_THREAD} concurrent answers differ from the serial ones, e.g. {wrong[:3]}"
 
 
-@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8_x86.onnx"])
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8.onnx"])
 def test_memory_stays_flat_over_2000_predictions(model_dir, images, name):
     result = soak(model_dir / name, predictions=2000, images=images, warmup=200)
     assert result.predictions == 2000 and result.rss_start_mb > 0

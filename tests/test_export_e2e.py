@@ -132,8 +132,8 @@ def test_tflite_metadata_round_trips_and_the_sidecar_matches(tflite_result, mode
 def test_onnx_fp32_matches_the_saved_model_and_int8_passes_the_default_gate(onnx_results, model_dir, test_split):
     import onnxruntime as ort
 
-    fp32, _, int8 = onnx_results
-    assert (fp32.path.name, int8.path.name) == ("model_fp32.onnx", "model_int8_x86.onnx")
+    fp32, int8 = onnx_results
+    assert (fp32.path.name, int8.path.name) == ("model_fp32.onnx", "model_int8.onnx")
     check = fp32.sidecar["numerical_check"]
     # val, test and every training image the calibration did not draw
     assert check["images"] == 270 + 468 + (2428 - 200) and check["max_abs_delta_logit"] <= 1e-3
@@ -157,7 +157,7 @@ def test_onnx_fp32_matches_the_saved_model_and_int8_passes_the_default_gate(onnx
 
 def test_one_calibration_sample_serves_both_formats(tflite_result, onnx_results, model_dir):
     tflite_cal = read_artifact_metadata(model_dir / "model_int8.tflite")["calibration"]
-    onnx_cal = read_artifact_metadata(model_dir / "model_int8_x86.onnx")["calibration"]
+    onnx_cal = read_artifact_metadata(model_dir / "model_int8.onnx")["calibration"]
     assert tflite_cal == onnx_cal
     assert read_artifact_metadata(model_dir / "model_fp32.onnx")["calibration"] is None
     labels = binary_labels(load_dataset("pneumoniamnist").splits["train"], 1)

@@ -24,7 +24,7 @@ def _forge(model_dir, tmp_path, change, reseal=True):
     """
     import onnx
 
-    model = onnx.load(str(model_dir / "model_int8_x86.onnx"))
+    model = onnx.load(str(model_dir / "model_int8.onnx"))
     (entry,) = [p for p in model.metadata_props if p.key == "inception_edge"]
     meta = json.loads(entry.value)
     change(meta)

@@ -117,8 +117,7 @@ def test_installs_offline_from_wheel_without_tensorflow(env: str, installed: dic
 # up to 0.026 in probability).
 @pytest.mark.parametrize(("env", "package", "model"), [("litert", "ai-edge-litert", "model_int8.tflite"),
                                                        ("tflrt", "tflite-runtime", "model_int8.tflite"),
-                                                       ("litert", "onnxruntime", "model_int8.onnx"),
-                                                       ("litert", "onnxruntime", "model_int8_x86.onnx")])
+                                                       ("litert", "onnxruntime", "model_int8.onnx")])
 def test_predictions_match_x86(env: str, package: str, model: str, installed: dict[str, Path], images: list[str],
                                request: pytest.FixtureRequest, tmp_path: Path) -> None:
     if model.endswith(".tflite"):

@@ -19,7 +19,7 @@ from runtime.datasets import binary_labels, load_dataset
 from runtime.errors import BackendError, ConfigError, DataError, ModelFileError
 from runtime.metrics import binary_metrics
 
-ARTIFACTS = ["model_int8.tflite", "model_int8_x86.onnx"]
+ARTIFACTS = ["model_int8.tflite", "model_int8.onnx"]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def artifacts(tflite_result, onnx_results, model_dir):
 
 
 @pytest.mark.parametrize(("name", "interpreters"), [("model_int8.tflite", 1), ("model_int8.tflite", 3),
-                                                    ("model_int8_x86.onnx", 1)])
+                                                    ("model_int8.onnx", 1)])
 def test_eight_threads_get_exactly_the_serial_answers(artifacts, test_split, name, interpreters):
     clf = Classifier(artifacts / name, threads=1, interpreters=interpreters)
     images = test_split[0][:40]
@@ -79,7 +79,7 @@ def test_a_missing_backend_names_the_package_to_install(artifacts, monkeypatch):
     with pytest.raises(BackendError, match=r"backend 'tflite-runtime' is not installed .*`pip install tflite-runtime`"):
         Classifier(artifacts / "model_int8.tflite", backend="tflite-runtime")
     with pytest.raises(BackendError, match=r"`pip install onnxruntime`"):
-        Classifier(artifacts / "model_int8_x86.onnx")
+        Classifier(artifacts / "model_int8.onnx")
 
 
 def _flip_middle(data: bytes) -> bytes:
@@ -105,15 +105,15 @@ def test_broken_model_files_raise_model_file_errors(artifacts, tmp_path, name, c
 
 
 def test_checksum_suffix_and_channel_mistakes_are_named(artifacts, tmp_path, test_split):
-    copy = tmp_path / "model_int8_x86.onnx"
-    copy.write_bytes(_flip_middle((artifacts / "model_int8_x86.onnx").read_bytes()))
-    shutil.copy(artifacts / "model_int8_x86.onnx.json", tmp_path / "model_int8_x86.onnx.json")
-    with pytest.raises(ModelFileError, match="does not match .* in model_int8_x86.onnx.json"):
+    copy = tmp_path / "model_int8.onnx"
+    copy.write_bytes(_flip_middle((artifacts / "model_int8.onnx").read_bytes()))
+    shutil.copy(artifacts / "model_int8.onnx.json", tmp_path / "model_int8.onnx.json")
+    with pytest.raises(ModelFileError, match="does not match .* in model_int8.onnx.json"):
         Classifier(copy)
     shutil.copy(artifacts / "model_int8.tflite", tmp_path / "model.bin")
     with pytest.raises(ModelFileError, match=r"unsupported model suffix '\.bin'; expected \.tflite or \.onnx"):
         Classifier(tmp_path / "model.bin")
-    shutil.copy(artifacts / "model_int8_x86.onnx", tmp_path / "renamed.tflite")
+    shutil.copy(artifacts / "model_int8.onnx", tmp_path / "renamed.tflite")
     with pytest.raises(ModelFileError, match="renamed.tflite"):
         Classifier(tmp_path / "renamed.tflite")
     clf = Classifier(artifacts / "model_int8.tflite")
@@ -123,13 +123,13 @@ def test_checksum_suffix_and_channel_mistakes_are_named(artifacts, tmp_path, tes
     with pytest.raises(DataError, match="inf"):
         Classifier(artifacts / "model_int8.tflite", pixel_range="0,1").predict(np.full((2, 28, 28), np.inf, np.float32))
     with pytest.raises(BackendError, match="cannot run an .onnx model"):
-        Classifier(artifacts / "model_int8_x86.onnx", backend="ai-edge-litert")
+        Classifier(artifacts / "model_int8.onnx", backend="ai-edge-litert")
     with pytest.raises(ConfigError, match="interpreters=0"):
         Classifier(artifacts / "model_int8.tflite", interpreters=0)
     with pytest.raises(ConfigError, match="interpreters=2 applies to .tflite models"):
-        Classifier(artifacts / "model_int8_x86.onnx", interpreters=2)
+        Classifier(artifacts / "model_int8.onnx", interpreters=2)
     with pytest.raises(ConfigError, match="kernels='builtin' applies to .tflite models"):
-        Classifier(artifacts / "model_int8_x86.onnx", kernels="builtin")
+        Classifier(artifacts / "model_int8.onnx", kernels="builtin")
 
 
 def _cli(*args: str, prelude: str = "") -> subprocess.CompletedProcess:
@@ -219,6 +219,6 @@ def test_bench_reports_consistent_figures(artifacts, name):
 def test_onnx_sessions_ask_for_unsaturated_int8_products(artifacts):
     """x86 CPUs without VNNI saturate uint8 x int8 products in int16 (the int8 - float logit spread measured 0.74 instead
     of 0.22 on such a CPU, see runtime.backends); every session must carry the option that avoids it."""
-    clf = Classifier(artifacts / "model_int8_x86.onnx", backend="onnxruntime")
+    clf = Classifier(artifacts / "model_int8.onnx", backend="onnxruntime")
     options = clf.engine._session.get_session_options()
     assert options.get_session_config_entry("session.x64quantprecision") == "1"

@@ -24,7 +24,7 @@ def test_images(xray_data):
     return np.asarray(test.images), binary_labels(test, 1)
 
 
-@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8_x86.onnx"])
+@pytest.mark.parametrize("name", ["model_int8.tflite", "model_int8.onnx"])
 def test_decisions_equal_the_export_report(tflite_result, onnx_results, model_dir, test_images, name):
     clf = Classifier(model_dir / name)
     assert clf.checksum_verified and clf.image_size == 75 and clf.class_names == ("normal", "pneumonia")
