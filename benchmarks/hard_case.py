@@ -16,7 +16,6 @@ convolution and its consumer) repairs it, which is what the fallback must find.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 from runtime.errors import ConfigError, DataError, OutputError
 from runtime.fileio import atomic_write_json, sha256_tree, staged_output_dir
 from train.card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR
@@ -153,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                            "channel in mixed9; the float logits unchanged), to try --fallback auto on.",
                epilog="example: python -m benchmarks.hard_case --model runs/m75 --out runs/m75-hard && "
                       "python -m export.tflite --model runs/m75-hard --fallback auto",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", required=True, help="model directory written by `python -m train` (75x75 or larger)")
     p.add_argument("--out", required=True, help="new model directory (must not exist)")
     p.add_argument("--outlier", type=float, default=OUTLIER,

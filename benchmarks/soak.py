@@ -9,7 +9,6 @@ shorter version with a bound; here the figure is printed for people.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ import numpy as np
 
 from runtime.bench import status_mb
 from runtime.classifier import Classifier
-from runtime.cli import Parser, run_cli
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 from runtime.errors import ConfigError
 
 
@@ -60,7 +59,7 @@ def soak(model: str | Path, predictions: int = 10_000, images: np.ndarray | None
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m benchmarks.soak", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+               formatter_class=DefaultsHelpFormatter)
     p.add_argument("model", help="an exported .tflite or .onnx file")
     p.add_argument("--predictions", type=int, default=10_000, help="timed single-image predictions")
     p.add_argument("--warmup", type=int, default=500, help="untimed predictions before the first RSS reading")

@@ -120,6 +120,21 @@ def test_help_explains_the_options():
     assert "python -m train --data" in res.stdout  # a real example
 
 
+@pytest.mark.parametrize(("module", "shown"), [("train", "(default: 20)"), ("export.tflite", "(default: 200)"),
+                                               ("export.onnx", "(default: 200)")])
+def test_help_shows_each_default_once_and_never_none(module, shown):
+    import importlib
+
+    parser = importlib.import_module(f"{module}.__main__").build_parser()
+    assert shown in " ".join(parser.format_help().split())  # a plain default is still shown
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        text = formatter._get_help_string(action) or ""
+        assert text.replace("%(default)s", "").count("default") <= 1, f"python -m {module} --help, {action.option_strings}: {text!r}"
+        for contradiction in ("(default: None)", "(default: True)", "(default: False)"):
+            assert contradiction not in text, f"python -m {module} --help, {action.option_strings}: {text!r}"
+
+
 def test_cli_process_prints_one_line_without_traceback(tmp_path):
     res = subprocess.run([sys.executable, "-m", "train", "--data", str(tmp_path / "x.npz"), "--out", str(tmp_path / "o")],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 
 from .config import FINE_TUNE_BLOCKS, TrainConfig
 
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train",
         description="Train InceptionV3 (frozen base, GlobalAveragePooling2D, Dense(1) logit) on class-balanced "
                     "image arrays; write a SavedModel that takes raw 0-255 RGB pixels, a model card and the config.",
-        epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EXAMPLE, formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("data")
     g.add_argument("--data", required=True, help="a MedMNIST-style .npz (train_images/train_labels, optional val_*, test_*) "
                    "or a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest), or the name of a bundled "

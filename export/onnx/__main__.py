@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 
 from ..cli import add_common_arguments, common_config, print_result
 from ..config import CALIBRATION_METHODS, MIN_OPSET, ONNX_TARGETS, OnnxExportConfig
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "images), then to int8 ONNX (QDQ, per-channel int8 weights) by onnxruntime static quantization on a "
                     "class-balanced sample of its training images. Both are verified against the float SavedModel on the "
                     "val and test splits and written atomically with NAME.onnx.json (checksum, metadata, config, report).",
-        epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EXAMPLE, formatter_class=DefaultsHelpFormatter)
     add_common_arguments(p)
     f = p.add_argument_group("format")
     f.add_argument("--target", default=d["target"].default, choices=ONNX_TARGETS,

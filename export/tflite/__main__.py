@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli import Parser, run_cli
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 
 from ..cli import add_common_arguments, common_config, print_result
 from ..config import (
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "weights, raw uint8 pixels in), calibrated on a class-balanced sample of its training images, then "
                     "verify it against the float SavedModel on the val and test splits. Writes NAME.tflite and "
                     "NAME.tflite.json (checksum, metadata, config, verification report) atomically.",
-        epilog=EXAMPLE, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        epilog=EXAMPLE, formatter_class=DefaultsHelpFormatter)
     add_common_arguments(p)
     f = p.add_argument_group("format")
     f.add_argument("--mode", default="int8", choices=TFLITE_MODES,
