@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = "pneumoniamnist"  # the bundled chest X-rays (runtime.bundled): there on every install
 CLASS_NAMES = ("normal", "pneumonia")
-REFERENCE_SIZE = 75  # InceptionV3's minimum: the whole build takes about 6 minutes on 2 cores
+REFERENCE_SIZE = 75  # InceptionV3's minimum: the whole build takes 7-18 minutes on 2 cores (AVX-512 or AVX2 only)
 # One ONNX int8 file: both targets quantize alike (export.onnx), so an x86 copy would verify the same graph twice.
 REFERENCE_EXPORTS = ("model_int8.tflite", "model_fp32.onnx", "model_int8.onnx")
 _KEY_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow")

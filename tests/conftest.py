@@ -25,7 +25,7 @@ def xray_data() -> Path:
 
 @pytest.fixture(scope="session")
 def trained75(request, tmp_path_factory):
-    """The reference model: seed 0, 75x75, --weights none (about 3-4 minutes on 2 cores).
+    """The reference model: seed 0, 75x75, --weights none (3.5-13 minutes on 2 cores, with AVX-512 or AVX2 only).
 
     Trained once per version of the code and data and kept in pytest's cache, shared with
     ``pytest benchmarks/`` (see ``benchmarks.reference``). Tests must never write into it: those
