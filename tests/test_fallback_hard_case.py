@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.formats import this_machines_onnx_target
+from benchmarks.reference import hard_case_export_configs
 from export.config import DriftLimits
 from export.verify import shown_beyond_failures
 
@@ -25,9 +26,10 @@ def _sidecar(path: Path) -> dict:
 
 
 def _pairs(model: Path) -> list[tuple[str, Path, Path]]:
-    onnx_plain = f"model_int8{'' if this_machines_onnx_target() == 'pi' else '_' + this_machines_onnx_target()}.onnx"
-    return [("tflite", model / "model_int8.tflite", model / "model_int8_fallback.tflite"),
-            ("onnx", model / onnx_plain, model / onnx_plain.replace(".onnx", "_fallback.onnx"))]
+    """(format, plain int8, fallback) as the configs that built the hard case name them."""
+    tflite_plain, tflite_fallback, onnx_plain, onnx_fallback = hard_case_export_configs(model, this_machines_onnx_target())
+    return [("tflite", model / tflite_plain.artifact_name, model / tflite_fallback.artifact_name),
+            ("onnx", model / onnx_plain.int8_name, model / onnx_fallback.int8_name)]
 
 
 def test_the_float_model_is_unchanged(hard75):
