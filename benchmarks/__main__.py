@@ -6,13 +6,14 @@ import argparse
 import shlex
 import sys
 
+from export.config import DriftLimits
 from runtime.cli import Parser, run_cli
 
-from .config import BenchmarkConfig
+from .config import FLAGS, BenchmarkConfig
 
 EXAMPLE = """examples:
   python -m benchmarks --model runs/p299 --data pneumoniamnist
-  python -m benchmarks --model runs/p299 --formats model_int8.tflite,model_int8_x86.onnx --runs 100 --out bench299
+  python -m benchmarks --model runs/p299 --formats model_int8.tflite,model_int8.onnx --runs 100 --out bench299
   python -m benchmarks.demo          # the whole pipeline, offline: train, export, benchmark (about 5.5 minutes on 2 cores)
 
 writes OUT/benchmark.md (tables), OUT/benchmark.json (every figure, the machine, the versions, the command),
@@ -46,18 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "SavedModel always runs as the reference)")
     p.add_argument("--out", default=None, help="report directory (default: MODEL/benchmark); must be new or empty")
     p.add_argument("--overwrite", action="store_true", help="replace the report directory, atomically and only on success")
-    p.add_argument("--runs", type=int, default=d.runs, help=f"timed batch-1 calls per format and thread count (default {d.runs})")
+    p.add_argument("--runs", type=int, default=d.runs, help=f"timed batch-1 calls per process (default {d.runs})")
+    p.add_argument("--rounds", type=int, default=d.rounds, help="fresh processes per format at the widest thread count, "
+                   "the formats taking turns; the speed comparison's interval is taken over them (at least 2 for one; "
+                   f"default {d.rounds})")
     p.add_argument("--warmup", type=int, default=d.warmup, help=f"untimed calls before timing (default {d.warmup})")
     p.add_argument("--threads", type=_csv(int, "--threads"), default=(), help="thread counts to time at, e.g. 1,4 "
                    "(default: 1 and every core of this machine)")
     p.add_argument("--throughput-batch", type=int, default=d.throughput_batch,
                    help=f"batch size of the throughput run (default {d.throughput_batch}; 0 skips it)")
     p.add_argument("--max-drift", default="", help="limits the report judges each format's drift by, KEY=VALUE,... over "
-                   "sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97 (the exports' defaults), or none")
-    p.add_argument("--gate", default=d.gate, choices=("noninferiority", "point"), help="how --max-drift is checked on "
-                   "the split: noninferiority (default) flags a change whose whole 95%% interval lies beyond a limit (the "
-                   "export's gate, on thousands of pooled images, showed it lies within); point flags observed changes "
-                   "beyond a limit, which one image can flip")
+                   f"{DriftLimits().spec()} (the exports' defaults), or none")
+    p.add_argument("--flag", default=d.flag, choices=FLAGS, help="when a format's drift on the split is flagged: "
+                   "inferiority (default) when the whole 95%% interval of a change lies beyond a limit (the export's gate, "
+                   "on thousands of pooled images, showed it lies within); point when an observed change lies beyond a "
+                   "limit, as the exporters' --gate point judges (one image can flip it)")
     p.add_argument("--prevalence", type=float, default=None, help="share of positives where the model is used, for PPV "
                    "and NPV with intervals (default: the split's own)")
     p.add_argument("--timeout-s", type=float, default=d.timeout_s, help=f"limit per worker process (default {d.timeout_s:.0f})")
@@ -67,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> BenchmarkConfig:
     return BenchmarkConfig(model=args.model, data=args.data, split=args.split, formats=args.formats, out=args.out,
-                           overwrite=args.overwrite, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           throughput_batch=args.throughput_batch, max_drift=args.max_drift, gate=args.gate,
+                           overwrite=args.overwrite, runs=args.runs, rounds=args.rounds, warmup=args.warmup, threads=args.threads,
+                           throughput_batch=args.throughput_batch, max_drift=args.max_drift, flag=args.flag,
                            prevalence=args.prevalence, timeout_s=args.timeout_s, plots=not args.no_plots)
 
 

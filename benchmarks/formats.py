@@ -9,23 +9,17 @@ wrong instead of silently leaving a row out.
 
 from __future__ import annotations
 
-import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from export.sidecar import Sidecar
 from runtime.artifact_metadata import read_artifact_metadata
 from runtime.errors import ConfigError, InceptionEdgeError, ModelCardError, first_line
+from train.card import ModelCard
 
 SAVED_MODEL = "saved_model"
 ARTIFACT_SUFFIXES = (".tflite", ".onnx")
 _REJECTED = ".rejected.json"
-
-
-def this_machines_onnx_target() -> str:
-    """The ONNX target named for this CPU's family (both targets now quantize alike: see ``export.onnx``)."""
-    return "pi" if platform.machine().lower() in ("aarch64", "arm64", "armv8l") else "x86"
 
 
 @dataclass(frozen=True)
@@ -36,10 +30,8 @@ class Format:
     path: Path
     kind: str  # "saved_model", "tflite" or "onnx"
     precision: str  # "float32", "float16", "dynamic" or "int8"
-    target: str | None = None  # the ONNX int8 preset ("pi" or "x86"), else None
     error: str | None = None  # why the export or its metadata failed; the row is then reported, not run
     float_layers: int = 0  # layers an int8 export kept in float (``--fallback auto``)
-    activations: str | None = None  # an ONNX int8 file's activation type ("uint8" or "int8")
 
     @property
     def int8(self) -> bool:
@@ -48,14 +40,8 @@ class Format:
     @property
     def description(self) -> str:
         engine = {"saved_model": "TensorFlow", "tflite": "TFLite", "onnx": "ONNX"}[self.kind]
-        preset = f", {self.target} preset" if self.target else ""
         fallback = f", {self.float_layers} layers float" if self.float_layers else ""
-        return f"{engine} {self.precision}{preset}{fallback}"
-
-    def suits_this_machine(self) -> bool:
-        """False for an ONNX file of an older export with int8 activations (made for ARM) on x86, or the reverse.
-        uint8 activations (every current export) run at full speed on both."""
-        return self.target is None or self.activations == "uint8" or self.target == this_machines_onnx_target()
+        return f"{engine} {self.precision}{fallback}"
 
     def float_counterpart(self, available: dict[str, Format]) -> str:
         """The float format this one is a cheaper replacement for: ONNX fp32 for ONNX, else the SavedModel."""
@@ -69,39 +55,36 @@ class Format:
 def _from_artifact(path: Path) -> Format:
     kind = path.suffix[1:]
     try:
-        artifact = read_artifact_metadata(path).get("artifact") or {}
+        artifact = read_artifact_metadata(path).artifact
     except InceptionEdgeError as exc:
         return Format(path.name, path, kind, "unknown", error=first_line(exc))
-    float_layers = len(artifact.get("float_layers") or [])
-    if kind == "tflite":
-        precision = {"int8": "int8", "float16": "float16", "dynamic": "dynamic"}.get(str(artifact.get("mode")), "unknown")
-        return Format(path.name, path, kind, precision, float_layers=float_layers)
-    precision = "int8" if artifact.get("precision") == "int8" else "float32"
-    activations = (artifact.get("quantization") or {}).get("activation_type")
-    return Format(path.name, path, kind, precision, target=artifact.get("target"), float_layers=float_layers,
-                  activations=activations)
+    return Format(path.name, path, kind, artifact.short_precision, float_layers=len(artifact.float_layers))
 
 
 def _from_rejected(report_path: Path) -> Format:
     name = report_path.name[: -len(_REJECTED)]
     path = report_path.with_name(name)
     try:
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-        failures = ((report.get("verification") or {}).get("failures")) or []
+        failures = Sidecar.load(report_path).verification.failures
         reason = f"export rejected: {failures[0]}" + (f" (+{len(failures) - 1} more)" if len(failures) > 1 else "")
-    except (OSError, ValueError, AttributeError) as exc:
-        reason = f"export rejected; its report {report_path.name} is unreadable ({exc})"
+    except InceptionEdgeError as exc:
+        reason = f"export rejected; its report {report_path.name} is unreadable ({first_line(exc)})"
     kind = Path(name).suffix[1:]
     precision = "int8" if "int8" in name else "float32"
     return Format(name, path, kind, precision, error=f"{reason}; see {report_path.name}")
 
 
-def discover_formats(model_dir: Path, card: dict[str, Any]) -> dict[str, Format]:
+def _row_order(path: Path) -> tuple[str, str, bool]:
+    """By format, then name, a ``--fallback auto`` file right after the plain one it repairs."""
+    return path.suffix, path.stem.replace("_fallback", ""), path.stem.endswith("_fallback")
+
+
+def discover_formats(model_dir: Path, card: ModelCard) -> dict[str, Format]:
     """Every format in ``model_dir``, the SavedModel first; raise if there is nothing to compare it with."""
-    saved_model = model_dir / str(card["saved_model"])
+    saved_model = model_dir / card.saved_model
     formats = {SAVED_MODEL: Format(SAVED_MODEL, saved_model, "saved_model", "float32")}
-    found = sorted(p for p in model_dir.iterdir()
-                   if p.suffix in ARTIFACT_SUFFIXES and p.is_file() and not p.name.startswith("."))
+    found = sorted((p for p in model_dir.iterdir()
+                    if p.suffix in ARTIFACT_SUFFIXES and p.is_file() and not p.name.startswith(".")), key=_row_order)
     for path in found:
         formats[path.name] = _from_artifact(path)
     for report in sorted(model_dir.glob("*" + _REJECTED)):

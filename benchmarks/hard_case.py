@@ -16,10 +16,10 @@ convolution and its consumer) repairs it, which is what the fallback must find.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import numpy as np
 from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 from runtime.errors import ConfigError, DataError, OutputError
 from runtime.fileio import atomic_write_json, sha256_tree, staged_output_dir
-from train.card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR
+from train.card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR, ModelCard
 
 # mixed9's branch3x3dbl in Keras' InceptionV3: conv2d_80 (1x1, 1280 -> 448) feeds only conv2d_81
 # (3x3, 448 -> 384), whose output splits into two more convolutions: 768 of mixed9's 2048 channels.
@@ -117,10 +117,10 @@ def make_hard_to_quantize(model_dir: str | Path, out: str | Path, pixels: np.nda
                           max_abs_delta_logit=float(np.abs(_logits(module, pixels) - before).max()))
             tf.saved_model.save(module, str(stage / SAVED_MODEL_DIR),
                                 signatures={name: module.signatures[name] for name in module.signatures})
-            card = json.loads((stage / CARD_NAME).read_text(encoding="utf-8"))
-            card["saved_model_sha256"] = sha256_tree(stage / SAVED_MODEL_DIR)
-            card["architecture"]["hard_to_quantize"] = change
-            atomic_write_json(stage / CARD_NAME, card)
+            card = ModelCard.load(stage)
+            card = replace(card, saved_model_sha256=sha256_tree(stage / SAVED_MODEL_DIR),
+                           architecture={**card.architecture, "hard_to_quantize": change})
+            atomic_write_json(stage / CARD_NAME, card.to_dict())
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
@@ -135,11 +135,11 @@ def _logits(module: Any, pixels: np.ndarray) -> np.ndarray:
 def build_hard_case(model_dir: str | Path, out: str | Path, images: int = 32, value: float = OUTLIER) -> Path:
     """:func:`make_hard_to_quantize` on the first ``images`` validation images of the model's own data."""
     from export.source import open_model_dir, open_training_data
-    from export.verify import verification_splits
+    from export.splits import verification_splits
 
     source = open_model_dir(model_dir)
     dataset = open_training_data(source, None)
-    val = next((d for d in verification_splits(dataset.splits, source.positive_label, source.image_size, source.pixel_range)
+    val = next((d for d in verification_splits(dataset.splits, source.card.positive_label, source.card.image_size, source.pixel_range)
                 if d.name == "val"), None)
     if val is None:
         raise DataError(f"{dataset.path}: no val split; expected one to check that the float logits do not move")
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.outlier > 0:
             raise ConfigError(f"--outlier {args.outlier}: expected a positive number")
         out = build_hard_case(args.model, args.out, value=args.outlier)
-        change = json.loads((out / CARD_NAME).read_text(encoding="utf-8"))["architecture"]["hard_to_quantize"]
+        change = ModelCard.load(out).architecture["hard_to_quantize"]
         print(f"{out}: {PRODUCER} channel {change['channel']} is now the constant {change['outlier']:g}; "
               f"float logits moved by at most {change['max_abs_delta_logit']:.3g} on {change['checked_images']} val images")
 

@@ -11,7 +11,7 @@ A second table compares downsampling filters by how close they bring an enlarged
 its original (mean absolute pixel difference), the reason ``runtime.parity`` uses an area
 average.
 
-    python -m benchmarks.parity --model runs/p75/model_int8.tflite
+    python -m benchmarks.parity runs/p75/model_int8.tflite
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def run_parity(cfg: ParityConfig) -> dict[str, Any]:
     images = np.asarray(split.images)
     if images.dtype != np.uint8 or images.ndim != 3:
         raise DataError(f"{cfg.data}: {cfg.split} images are {images.dtype} {images.shape}; expected uint8 grayscale")
-    y = binary_labels(split, int(parity_on.metadata["positive_label"]))
+    y = binary_labels(split, parity_on.metadata.positive_label)
     threshold_logit = float(np.log(parity_on.threshold / (1 - parity_on.threshold)))
     base = _logits(parity_off, images, None, None)
     base_decisions = base >= threshold_logit
@@ -138,7 +138,8 @@ def format_report(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="python -m benchmarks.parity", description=__doc__.split("\n\n")[1],
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="an exported .tflite or .onnx file")
+    p.add_argument("model", help="an exported .tflite or .onnx file (a model file is positional, as for python -m runtime; "
+                   "--model names a model directory)")
     p.add_argument("--data", default="pneumoniamnist", help="labelled data at the training resolution (default: the bundled file)")
     p.add_argument("--split", default="test", help="which split (default test)")
     p.add_argument("--sizes", default="224,1024", help="enlarged sizes, comma separated (default 224,1024)")

@@ -2,9 +2,10 @@
 
 ``pytest benchmarks/`` and the end-to-end tests need a trained model with its exports. Training
 one takes minutes, so it is built once per combination of code, data and versions and kept in a
-cache directory: the key hashes every source file of ``train/``, ``export/`` and ``runtime/``,
-the data file's sha256 and the versions of the packages that shape the numbers, so an edit to
-any of them builds a fresh model instead of testing a stale one. Each entry is written to a
+cache directory: the key hashes every source file the entry depends on (``train/`` and
+``runtime/`` for the trained model, ``export/`` too for its exports), the data file's sha256 and
+the versions of the packages that shape the numbers, so an edit to any of them builds a fresh
+model instead of testing a stale one. Each entry is written to a
 temporary sibling and renamed into place (``runtime.fileio.staged_output_dir``), so a killed build
 leaves no half entry.
 
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DATA = "pneumoniamnist"  # the bundled chest X-rays (runtime.bundled): there on every install
 CLASS_NAMES = ("normal", "pneumonia")
 REFERENCE_SIZE = 75  # InceptionV3's minimum: the whole build takes 7-18 minutes on 2 cores (AVX-512 or AVX2 only)
-# One ONNX int8 file: both targets quantize alike (export.onnx), so an x86 copy would verify the same graph twice.
 REFERENCE_EXPORTS = ("model_int8.tflite", "model_fp32.onnx", "model_int8.onnx")
 _KEY_PACKAGES = ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy", "pillow")
 
@@ -47,10 +47,14 @@ def reference_train_config(data: str | Path, out: str | Path):
                        class_names=CLASS_NAMES)
 
 
-def cache_key(data: str | Path, *parts: str) -> str:
+TRAINING_CODE = ("train", "runtime")  # what a trained model depends on; its exports depend on export/ too
+EXPORT_CODE = ("train", "export", "runtime")
+
+
+def cache_key(data: str | Path, *parts: str, code: tuple[str, ...] = EXPORT_CODE) -> str:
     """A hash of the code, the data and the package versions: a different value means a different model."""
     h = hashlib.sha256()
-    for package in ("train", "export", "runtime"):
+    for package in code:
         for path in sorted((ROOT / package).rglob("*.py")):
             h.update(str(path.relative_to(ROOT)).encode())
             h.update(path.read_bytes())
@@ -71,7 +75,8 @@ def cached_trained_model(cache_root: Path, data: str | Path) -> Path:
     train() stages its output and renames it into place itself, so it writes straight to the
     final path (which its saved config then names exactly).
     """
-    key = cache_key(data, json.dumps({**reference_train_config(data, "").to_dict(), "out": None}, sort_keys=True))
+    key = cache_key(data, json.dumps({**reference_train_config(data, "").to_dict(), "out": None}, sort_keys=True),
+                    code=TRAINING_CODE)
     model = Path(cache_root) / f"trained-{key}" / "model"
     if not (model / "model_card.json").is_file():
         from train import train
@@ -80,19 +85,16 @@ def cached_trained_model(cache_root: Path, data: str | Path) -> Path:
     return model
 
 
-def reference_export_configs(model_dir: Path, onnx_targets: tuple[str, ...] = ("pi",),
-                             max_drift: DriftLimits | None = DriftLimits()) -> list:
-    """The export configs of the reference model: int8 TFLite, then ONNX fp32 and int8 for each target."""
+def reference_export_configs(model_dir: Path, max_drift: DriftLimits | None = DriftLimits()) -> list:
+    """The export configs of the reference model: int8 TFLite, then ONNX (fp32 and int8)."""
     from export.config import OnnxExportConfig, TFLiteExportConfig
 
-    return [TFLiteExportConfig(model=str(model_dir), max_drift=max_drift)] + \
-        [OnnxExportConfig(model=str(model_dir), target=t, max_drift=max_drift) for t in onnx_targets]
+    return [TFLiteExportConfig(model=str(model_dir), max_drift=max_drift), OnnxExportConfig(model=str(model_dir), max_drift=max_drift)]
 
 
-def export_reference(model_dir: Path, onnx_targets: tuple[str, ...] = ("pi",),
-                     max_drift: DriftLimits | None = DriftLimits()) -> None:
-    """int8 TFLite and ONNX (fp32, then int8 for each target) into ``model_dir``, with the exports' defaults
-    (TFLite verified on both kernel sets, the non-inferiority gate) unless ``max_drift`` says otherwise.
+def export_reference(model_dir: Path, max_drift: DriftLimits | None = DriftLimits()) -> None:
+    """int8 TFLite and ONNX (fp32, then int8) into ``model_dir``, with the exports' defaults (TFLite verified on
+    both kernel sets, the non-inferiority gate) unless ``max_drift`` says otherwise.
 
     An export the gate refuses leaves its ``.rejected.json``, which the benchmark shows as a failed
     row; it does not stop the others.
@@ -101,7 +103,7 @@ def export_reference(model_dir: Path, onnx_targets: tuple[str, ...] = ("pi",),
     from export.onnx import export_onnx
     from export.tflite import export_tflite
 
-    for cfg in reference_export_configs(model_dir, onnx_targets, max_drift):
+    for cfg in reference_export_configs(model_dir, max_drift):
         try:
             export_tflite(cfg) if isinstance(cfg, TFLiteExportConfig) else export_onnx(cfg)
         except DriftError as exc:
@@ -122,34 +124,33 @@ def cached_reference_model(cache_root: Path, data: str | Path) -> Path:
     return destination / "model"
 
 
-def hard_case_export_configs(model_dir: Path, target: str) -> list:
+def hard_case_export_configs(model_dir: Path) -> list:
     """Plain int8 written whatever its drift (so the benchmark can show it), then the fallback at the default gate."""
     from export.config import OnnxExportConfig, TFLiteExportConfig
 
-    common = {"model": str(model_dir)}
-    return [TFLiteExportConfig(**common, verify_kernels=("default",), max_drift=None),
-            TFLiteExportConfig(**common, verify_kernels=("default",), fallback="auto"),
-            OnnxExportConfig(**common, target=target, max_drift=None),
-            OnnxExportConfig(**common, target=target, fallback="auto")]
+    model = str(model_dir)
+    return [TFLiteExportConfig(model=model, verify_kernels=("default",), max_drift=None),
+            TFLiteExportConfig(model=model, verify_kernels=("default",), fallback="auto"),
+            OnnxExportConfig(model=model, max_drift=None),
+            OnnxExportConfig(model=model, fallback="auto")]
 
 
 def cached_hard_case(cache_root: Path, data: str | Path) -> Path:
     """The reference model made hard to quantize (``benchmarks.hard_case``), with plain and fallback int8 exports."""
     from benchmarks import hard_case
-    from benchmarks.formats import this_machines_onnx_target
     from export.config import TFLiteExportConfig
     from export.onnx import export_onnx
     from export.tflite import export_tflite
 
     trained = cached_trained_model(cache_root, data)
-    configs = hard_case_export_configs(Path("MODEL"), this_machines_onnx_target())
+    configs = hard_case_export_configs(Path("MODEL"))
     key = cache_key(data, trained.parent.name, Path(hard_case.__file__).read_text(encoding="utf-8"),
                     json.dumps([c.to_dict() for c in configs], sort_keys=True))
     destination = Path(cache_root) / f"hard-{key}"
     if not destination.exists():
         with staged_output_dir(destination, overwrite=False) as stage:
             model = hard_case.build_hard_case(trained, stage / "model")
-            for cfg in hard_case_export_configs(model, this_machines_onnx_target()):
+            for cfg in hard_case_export_configs(model):
                 export_tflite(cfg) if isinstance(cfg, TFLiteExportConfig) else export_onnx(cfg)
     return destination / "model"
 

@@ -31,9 +31,11 @@ _BATCH = 64
 
 @dataclass(frozen=True)
 class CalibrationSample:
-    """Calibration pixels, float32 (N, S, S, 3) in [0, 255], and the record of how they were drawn."""
+    """Calibration pixels, float32 (N, S, S, 3) in [0, 255], the rows they were drawn from, and the record of the draw
+    that travels inside every int8 artifact."""
 
     pixels: np.ndarray
+    indices: np.ndarray  # rows of the split drawn from
     record: dict[str, Any]
 
     def __len__(self) -> int:
@@ -111,4 +113,4 @@ def draw_calibration(split: Split, labels01: np.ndarray | None, size: int, seed:
         "pixels_sha256": hashlib.sha256(np.ascontiguousarray(pixels, dtype="<f4").tobytes()).hexdigest(),
         "preprocessing": f"runtime.images.to_model_pixels(image_size={image_size}, pixel_range={pixel_range})",
     }
-    return CalibrationSample(pixels, record)
+    return CalibrationSample(pixels, indices, record)

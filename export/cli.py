@@ -1,77 +1,57 @@
-"""Arguments every export CLI shares, and the one-line summary they print."""
+"""The export CLIs, built from their configs: every option is a config field, declared once with its help
+(``export.config.option``), so an option, its default and its help cannot drift from the field they set.
+
+``python -m export.tflite`` and ``python -m export.onnx`` are :func:`run_export` with their config class.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from collections.abc import Callable
+from dataclasses import MISSING, Field, fields
+from typing import Any, TypeVar
 
-from .config import FALLBACK_MODES, GATES, DriftLimits, ExportConfig
+from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
+
+from .config import ExportConfig
 from .session import ExportResult, summary_line
 
-DRIFT_HELP = ("KEY=VALUE,... over the defaults sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97: the largest "
-              "acceptable loss of sensitivity, specificity and AUC, and the least share of decisions that must agree "
-              "with the float SavedModel, at every operating point; or none to report without failing. How they are "
-              "checked: --gate. Beyond them the artifact is not written, its report goes to NAME.rejected.json, exit status 3")
-GATE_HELP = ("noninferiority (default): the 95%% bounds must lie within --max-drift (the loss's upper bound, paired "
-             "Newcombe/DeLong; agreement's lower bound, Wilson), on val, test and the training images not drawn for "
-             "calibration pooled, so one image cannot flip the verdict; point: the observed changes on val and on test "
-             "each alone (the older rule, which one image can flip). See docs/statistics.md")
+C = TypeVar("C", bound=ExportConfig)
 
 
-def add_common_arguments(p: argparse.ArgumentParser) -> None:
-    d = ExportConfig.__dataclass_fields__
-    p.add_argument("--model", required=True, help="model directory written by `python -m train` (SavedModel + model_card.json)")
-    p.add_argument("--out", default=None, help="directory for the artifacts (default: the model directory)")
-    p.add_argument("--overwrite", action="store_true", help="replace artifacts of the same name (atomically, after verification)")
-    c = p.add_argument_group("calibration and verification")
-    c.add_argument("--data", default=None, help="labelled data (.npz, directory of .npy or a bundled dataset's name such as pneumoniamnist) to calibrate on (train split) "
-                   "and verify on (val and test); default: the file the model card names, checked by sha256")
-    c.add_argument("--calibration-data", default=None, help="calibrate on these images instead: a dataset (its train split) "
-                   "or a .npy of images (N,H,W[,C]) from the deployment site")
-    c.add_argument("--calibration-size", type=int, default=d["calibration_size"].default,
-                   help="images in the calibration sample (the TensorFlow guide advises 100-500)")
-    c.add_argument("--calibration-seed", type=int, default=d["calibration_seed"].default, help="seed of the class-balanced draw")
-    c.add_argument("--max-drift", default="sensitivity=0.02,specificity=0.02,auc=0.01,agreement=0.97", help=DRIFT_HELP)
-    c.add_argument("--gate", default=d["gate"].default, choices=GATES, help=GATE_HELP)
-    c.add_argument("--prevalence", type=float, default=None, help="share of positives where the model is used (e.g. 0.05), "
-                   "for PPV and NPV with intervals in the report (default: each split's own)")
-    c.add_argument("--agreement-images", type=_count_or_all, default=None, metavar="N|all",
-                   help="training images not drawn for calibration on which agreement and logit drift are measured too "
-                        "(default all; 0: none)")
-    c.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
-                   help="int8: keep the converter's output as is instead of removing the mean logit shift that int8 "
-                        "rounding adds (measured on the calibration images)")
-    c.add_argument("--threads", type=int, default=None, help="threads for verification (default: every core)")
-    q = p.add_argument_group("accuracy-aware int8")
-    q.add_argument("--layer-report-images", type=int, default=d["layer_report_images"].default,
-                   help="at most this many calibration images, on which each layer's int8 error is measured and ranked in the report "
-                        "(0: no per-layer report)")
-    q.add_argument("--fallback", default=d["fallback"].default, choices=FALLBACK_MODES,
-                   help="auto: if int8 breaks --max-drift on the val split, keep the worst layers of the per-layer report in "
-                        "float, one per step, until it holds; writes NAME_fallback (e.g. model_int8_fallback.tflite) and "
-                        "reports the layers kept float and the latency each cost. off: fail as usual")
-    q.add_argument("--fallback-max-layers", type=int, default=d["fallback_max_layers"].default,
-                   help="most fallback steps (one ranked layer and the ops reading its output each) before giving up")
+def _default(f: Field[Any]) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
 
 
-def _count_or_all(text: str) -> int | None:
-    if text.strip().lower() == "all":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither all nor an integer") from None
+def build_parser(cls: type[ExportConfig]) -> argparse.ArgumentParser:
+    """``python -m export.KIND``: every field of ``cls`` that declares an option, in declaration order, under its group."""
+    p = Parser(prog=f"python -m export.{cls.kind}", description=cls.cli_description, epilog=f"example: {cls.cli_example}",
+               formatter_class=DefaultsHelpFormatter)
+    groups: dict[str, Any] = {}
+    for f in fields(cls):
+        spec = dict(f.metadata.get("cli", {}))
+        if not spec:
+            continue
+        group, flag = spec.pop("group"), spec.pop("flag", "--" + f.name.replace("_", "-"))
+        target = p if group is None else groups.setdefault(group, p.add_argument_group(group))
+        if not spec.get("required"):
+            spec["default"] = _default(f)
+        target.add_argument(flag, dest=f.name, **spec)
+    return p
 
 
-def common_config(args: argparse.Namespace) -> dict[str, Any]:
-    return {"model": args.model, "out": args.out, "overwrite": args.overwrite, "data": args.data,
-            "calibration_data": args.calibration_data, "calibration_size": args.calibration_size,
-            "calibration_seed": args.calibration_seed, "max_drift": DriftLimits.parse(args.max_drift),
-            "threads": args.threads, "bias_correction": args.bias_correction, "gate": args.gate,
-            "prevalence": args.prevalence, "agreement_images": args.agreement_images,
-            "layer_report_images": args.layer_report_images, "fallback": args.fallback,
-            "fallback_max_layers": args.fallback_max_layers}
+def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
+    """``cls`` from the parsed options: each field from the option of the same name."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
 
 
-def print_result(result: ExportResult) -> None:
-    print(f"{result.path}  {result.sidecar['bytes'] / 1e6:.1f} MB  {summary_line(result.verification)}")
+def run_export(cls: type[C], export: Callable[[C], ExportResult | list[ExportResult]], argv: list[str] | None) -> int:
+    """A format's ``main``: parse, build the config, export, print one line per published artifact."""
+    args = build_parser(cls).parse_args(argv)
+
+    def action() -> None:
+        results = export(config_from_args(cls, args))
+        for result in results if isinstance(results, list) else [results]:
+            print(f"{result.path}  {result.sidecar.bytes / 1e6:.1f} MB  {summary_line(result.verification)}")
+
+    return run_cli(action)

@@ -1,4 +1,4 @@
-"""Accuracy-aware int8: keep the worst layers in float, one step at a time, until the gate passes.
+"""Accuracy-aware int8: keep the worst layers in float, one step at a time, until the drift is within the limits.
 
 The same loop serves both formats (:mod:`export.int8`); a format supplies how to build an artifact
 with a given set of float nodes and which nodes make up one ranked layer. Each step tries the next
@@ -6,14 +6,15 @@ layer of the per-layer report together with the ops that read its output, so tha
 gets an int8 scale: keeping only the writer in float would re-quantize the output on its way into
 the next op, with the same broken range.
 
-A step is judged by the export's own gate on the selection splits (val and the training images
-the calibration did not draw) and **kept only if it helps**: its shortfall (how far the worst
-gated figure lies beyond its limit, :func:`export.verify.shortfall`) must shrink. A layer whose
-float copy does not help is put back to int8, so the artifact never pays for a float layer that
-only moved noise. The search stops when the gate passes. The test split is scored once, on the
-final artifact, by the usual verification, so it stays held out. The latency of every step is
-measured at the end, each step in fresh processes taking turns (:mod:`export.latency`); each layer's
-cost is the difference from the step before.
+A step is judged by its observed changes on the choosing images (val and a quarter of the
+training images the calibration did not draw, pooled: :mod:`export.splits`) against
+``--max-drift``, and **kept only if it helps**: its shortfall (how far the worst observed change
+lies beyond its limit, :func:`export.verify.observed_excess`) must shrink. A layer whose float copy does not help is put back to int8, so the artifact never
+pays for a float layer that only moved noise. The search stops when every observed change is
+within the limits. A repaired artifact is then judged once, by the export's gate at 95%
+confidence, on test and the rest of the pool, which the search never looked at. The latency of every step is measured at the end, each step in fresh
+processes taking turns (:mod:`export.latency`); each layer's cost is the difference from the step
+before.
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ log = logging.getLogger("export")
 
 @dataclass
 class Step:
-    """One artifact the search built: which nodes are float in it, its gate verdict on the selection splits, kept or not."""
+    """One int8 build: which nodes are float in it, the model, and under the search its observed changes on the
+    choosing images, kept or not."""
 
-    path: Path
+    path: Path  # a runnable copy, bias corrected
     float_nodes: list[str]
-    layer: LayerError | None  # the ranked layer this step tried (None for plain int8)
-    added: list[str]
-    failures: list[str]
-    build: dict[str, Any] = field(default_factory=dict)  # what the format's builder reports (bias correction, kernels)
+    model: Any  # the format's in-memory model, which the export embeds its metadata in
+    record: dict[str, Any] = field(default_factory=dict)  # what the builder reports (bias correction, kernels)
+    layer: LayerError | None = None  # the ranked layer this step tried (None for plain int8)
+    added: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
     p50_ms: float | None = None
-    shortfall: float = 0.0  # export.verify.shortfall on the selection splits (<= 0: the gate passes)
+    shortfall: float = 0.0  # export.verify.observed_excess on the choosing images (<= 0: every change within the limits)
     kept: bool = True  # False: it did not shrink the shortfall, so its layer went back to int8
 
     def to_dict(self, previous: Step | None) -> dict[str, Any]:
@@ -91,7 +94,7 @@ class FallbackOutcome:
                      ", ".join(short_name(n) for n in step.added), (step.p50_ms or 0.0) - (before.p50_ms or 0.0),
                      before.p50_ms or 0.0, step.p50_ms or 0.0)
 
-    def report(self, max_layers: int, threads: int | None, selection_splits: tuple[str, ...] = ("val",)) -> dict[str, Any]:
+    def report(self, max_layers: int, threads: int | None, selection_splits: tuple[str, ...]) -> dict[str, Any]:
         steps, previous = [], None
         for step in self.steps:
             steps.append(step.to_dict(previous))
@@ -105,33 +108,31 @@ class FallbackOutcome:
                             "plain_int8_p50_ms": steps[0]["p50_ms"], "final_p50_ms": self.final.p50_ms}}
 
 
-Verdict = tuple[list[str], float]  # the gate's failures on the selection splits, and the shortfall
+Verdict = tuple[list[str], float]  # the changes beyond the limits on the choosing images, and the shortfall
 
 
-def search(ranking: list[LayerError], group: Callable[[LayerError], list[str]],
-           build: Callable[[list[str], int], tuple[Path, dict[str, Any]]], judge: Callable[[Path], Verdict],
-           max_layers: int) -> FallbackOutcome:
-    """Plain int8 first, then one ranked layer more per step, kept only if it shrinks the shortfall, until the gate
-    passes or ``max_layers`` steps have been tried.
+def search(ranking: list[LayerError], group: Callable[[LayerError], list[str]], build: Callable[[list[str], int], Step],
+           judge: Callable[[Path], Verdict], max_layers: int) -> FallbackOutcome:
+    """Plain int8 first, then one ranked layer more per step, kept only if it shrinks the shortfall, until every
+    observed change is within the limits or ``max_layers`` steps have been tried.
 
-    ``build(float_nodes, step)`` writes an artifact and returns its path and a record; ``judge`` returns the
-    gate's failures and shortfall on the selection splits.
+    ``build(float_nodes, step)`` writes an artifact and returns its :class:`Step`; ``judge`` returns the
+    changes beyond the limits and the shortfall on the choosing images.
     """
-    path, record = build([], 0)
-    failures, short = judge(path)
-    steps = [Step(path, [], None, [], failures, record, shortfall=short)]
-    log.info("fallback: plain int8 %s", _verdict(steps[0]))
-    best = steps[0]
+    best = build([], 0)
+    best.failures, best.shortfall = judge(best.path)
+    steps = [best]
+    log.info("fallback: plain int8 %s", _verdict(best))
     for layer in ranking:
         if not best.failures or len(steps) > max_layers:
             break
         added = [n for n in group(layer) if n not in best.float_nodes]
         if not added:  # already float through an earlier step
             continue
-        nodes = best.float_nodes + added
-        path, record = build(nodes, len(steps))
-        failures, short = judge(path)
-        step = Step(path, nodes, layer, added, failures, record, shortfall=short, kept=short < best.shortfall)
+        step = build(best.float_nodes + added, len(steps))
+        step.layer, step.added = layer, added
+        step.failures, step.shortfall = judge(step.path)
+        step.kept = step.shortfall < best.shortfall
         steps.append(step)
         best = step if step.kept else best
         log.info("fallback step %d: %s float (channel error %.3f) -> %s; %s", len(steps) - 1, short_name(layer.layer),
@@ -149,8 +150,8 @@ def log_ranking(ranking: list[LayerError], shown: int = 3) -> None:
 
 def _verdict(step: Step) -> str:
     if not step.failures:
-        return f"gate passes (shortfall {step.shortfall:+.4f})"
-    return f"{len(step.failures)} failures, shortfall {step.shortfall:+.4f} ({step.failures[0]})"
+        return f"observed changes within the limits (shortfall {step.shortfall:+.4f})"
+    return f"{len(step.failures)} beyond the limits, shortfall {step.shortfall:+.4f} ({step.failures[0]})"
 
 
 def measure_latency(steps: list[Step], image: np.ndarray, threads: int | None, work_dir: Path) -> None:

@@ -14,48 +14,41 @@ artifact's runtime are imported.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from runtime.cli import Parser, run_cli
-from runtime.errors import ExportError
+from runtime.errors import ConfigError
+from runtime.fresh_process import run_module
+from runtime.timing import Latency, time_calls
 
 CALLS, WARMUP, ROUNDS = 20, 5, 2  # 40 timed batch-1 calls per artifact, in 2 processes
+TIMEOUT_S = 600.0  # per process: a guard against a hung child, far above what loading and 25 calls should take
 
 
-def time_calls(model: Path, image: np.ndarray, threads: int | None, calls: int = CALLS, warmup: int = WARMUP) -> list[float]:
-    """Milliseconds of ``calls`` engine calls on ``image`` (1, S, S, 3), after ``warmup`` untimed ones."""
+def engine_ms(model: Path, image: np.ndarray, threads: int | None, calls: int = CALLS, warmup: int = WARMUP) -> list[float]:
+    """Milliseconds of ``calls`` bare engine calls on ``image`` (1, S, S, 3), after ``warmup`` untimed ones."""
     from runtime.backends import open_backend
 
-    times = []
     with open_backend(model, threads=threads).bare_call(image) as call:
-        for _ in range(warmup):
-            call()
-        for _ in range(calls):
-            start = time.perf_counter()
-            call()
-            times.append((time.perf_counter() - start) * 1e3)
-    return times
+        return time_calls([call], calls, warmup)[0].tolist()
 
 
-def p50_ms(models: list[Path], image_file: Path, threads: int | None, rounds: int = ROUNDS) -> list[float]:
-    """The p50 of each model over ``rounds`` fresh processes, the models taking turns."""
+def p50_ms(models: list[Path], image_file: Path, threads: int | None, rounds: int = ROUNDS,
+           timeout_s: float = TIMEOUT_S) -> list[float]:
+    """The p50 of each model over ``rounds`` fresh processes, the models taking turns.
+
+    A failed or hung run raises :class:`runtime.errors.ProcessError` naming the model.
+    """
     samples: list[list[float]] = [[] for _ in models]
     for _ in range(rounds):
         for i, model in enumerate(models):
-            cmd = [sys.executable, "-m", "export.latency", str(model), str(image_file)]
-            if threads is not None:
-                cmd += ["--threads", str(threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-                raise ExportError(f"{model.name}: the latency run failed with status {proc.returncode} ({last})")
-            samples[i] += json.loads(proc.stdout)["ms"]
-    return [float(np.median(s)) for s in samples]
+            args = [str(model), str(image_file)] + ([] if threads is None else ["--threads", str(threads)])
+            out = run_module("export.latency", args, timeout_s=timeout_s, what=f"{model.name}: the latency run")
+            samples[i] += out["ms"]
+    return [Latency.of(s).p50 for s in samples]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     def go() -> None:
+        if args.calls < 1:
+            raise ConfigError(f"--calls {args.calls}: expected 1 or more")
         image = np.load(args.image, allow_pickle=False)
-        print(json.dumps({"model": str(args.model), "ms": time_calls(args.model, image, args.threads, args.calls)}))
+        print(json.dumps({"model": str(args.model), "ms": engine_ms(args.model, image, args.threads, args.calls)}))
 
     return run_cli(go)
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from runtime.artifact_metadata import read_artifact
+from runtime.artifact_metadata import read_artifact_document
 from runtime.errors import DriftError, OutputError
-from runtime.fileio import FILE_MODE, atomic_write_json, sha256_file
+from runtime.fileio import FILE_MODE, atomic_write_json
 from runtime.integrity import verify_content
 
 SIDECAR_SUFFIX = ".json"
@@ -69,17 +69,14 @@ def staged_file(destination: Path) -> Iterator[Path]:
             path.unlink()
 
 
-def publish(staged: Path, destination: Path, sidecar: dict[str, Any]) -> dict[str, Any]:
-    """Rename a verified artifact into place and write its sidecar; refuse one that failed verification."""
-    sidecar = dict(sidecar, artifact=destination.name, sha256=sha256_file(staged), bytes=staged.stat().st_size)
-    verification = sidecar.get("verification") or {}
-    if not verification.get("passed", True):
+def publish(staged: Path, destination: Path, sidecar: dict[str, Any], failures: Sequence[str] = ()) -> None:
+    """Rename a verified artifact into place and write its sidecar (JSON); refuse one with verification ``failures``."""
+    if failures:
         atomic_write_json(rejected_path(destination), sidecar)
-        failures = verification.get("failures", [])
         raise DriftError(f"{destination.name}: drift beyond --max-drift, not written ({len(failures)} failures: "
                          f"{'; '.join(failures[:3])}{'; ...' if len(failures) > 3 else ''}); report: {rejected_path(destination)}")
-    data, metadata = read_artifact(staged)
-    if not verify_content(data, metadata, str(staged)):
+    data, document = read_artifact_document(staged)
+    if not verify_content(data, document, str(staged)):
         raise RuntimeError(f"{staged}: exported without its content digest")  # a toolkit bug: every export seals
     with open(staged, "rb") as handle:
         os.fsync(handle.fileno())
@@ -89,4 +86,3 @@ def publish(staged: Path, destination: Path, sidecar: dict[str, Any]) -> dict[st
     atomic_write_json(sidecar_path(destination), sidecar)
     with contextlib.suppress(FileNotFoundError):
         rejected_path(destination).unlink()
-    return sidecar

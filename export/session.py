@@ -1,42 +1,54 @@
 """The steps every export shares: check inputs, draw calibration, compute the float reference,
 verify each artifact and publish it.
 
-A format module (``export.tflite``, ``export.onnx``) only converts; this module makes sure that
-every format is calibrated on the same sample, judged against the same float logits with the
-same limits, and written the same atomic way.
+A format module (``export.tflite``, ``export.onnx``) only converts and serializes; this module
+makes sure that every format is calibrated on the same sample, judged against the same float
+logits on the same images with the same limits, and written the same atomic way
+(:meth:`ExportSession.publish`: seal, stage, verify, publish).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from runtime.backends import open_backend
-from runtime.datasets import Dataset
+from runtime.datasets import Dataset, binary_labels
 from runtime.errors import DataError
+from runtime.fileio import sha256_file
+from runtime.integrity import PLACEHOLDER
+from runtime.model_metadata import ArtifactInfo, ArtifactMetadata, InputSpec
+from train.card import package_versions
 
 from .calibration import CalibrationSample, calibration_split, draw_calibration, rows_holding
 from .config import ExportConfig
-from .publish import check_destination, publish
+from .publish import check_destination, publish, staged_file
+from .report import VerificationReport
+from .sidecar import Sidecar
 from .source import ModelSource, open_model_dir, open_training_data
+from .splits import CHOOSING_SPLITS, VERIFY_SPLITS, LabelledPixels, image_use, pool_rows, pools, verification_splits
 from .verify import (
-    SELECTION_SPLITS,
-    VERIFY_SPLITS,
-    LabelledPixels,
     artifact_logits,
-    pool_rows,
-    shortfall,
+    drift_failures,
+    observed_excess,
+    pooled_comparison,
     saved_model_logits,
-    verification_splits,
     verify_artifact,
 )
 
 log = logging.getLogger("export")
+
+_VERSION_PACKAGES = ("inception-edge", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
+Logits = dict[str, np.ndarray]
+# the fp32 ONNX conversion proof: runs on the staged file, returns its logits (verification reuses them) and its record
+StagedCheck = Callable[[Path], tuple[Logits, dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -44,11 +56,11 @@ class ExportResult:
     """One published artifact and the sidecar written beside it."""
 
     path: Path
-    sidecar: dict[str, Any]
+    sidecar: Sidecar
 
     @property
-    def verification(self) -> dict[str, Any]:
-        return self.sidecar["verification"]
+    def verification(self) -> VerificationReport:
+        return self.sidecar.verification
 
 
 @dataclass
@@ -58,10 +70,10 @@ class ExportSession:
     out_dir: Path
     dataset: Dataset
     _calibration: CalibrationSample | None = None
+    _pools: dict[str, np.ndarray] | None = None  # training rows not drawn for calibration (export.splits.pools)
     _verify_data: list[LabelledPixels] | None = None
-    _reference: dict[str, np.ndarray] | None = None
+    _reference: Logits | None = None
     _calibration_reference: np.ndarray | None = None
-    _pool: np.ndarray | None = None  # training rows not drawn for calibration, for agreement on more images
 
     @classmethod
     def open(cls, cfg: ExportConfig, artifact_names: list[str], needs_calibration: bool,
@@ -73,20 +85,22 @@ class ExportSession:
         session = cls(cfg, source, out_dir, open_training_data(source, cfg.data))
         train = session.dataset.split("train")
         if needs_calibration:  # numpy and PIL only (about a second at 299x299), and it checks the size against the data
-            split, labels = calibration_split(train, cfg.calibration_data, source.positive_label)
+            split, labels = calibration_split(train, cfg.calibration_data, source.card.positive_label)
             session._calibration = draw_calibration(split, labels, cfg.calibration_size, cfg.calibration_seed,
-                                                    source.image_size, source.pixel_range)
+                                                    source.card.image_size, source.pixel_range)
             log.info("calibration: %d images from %s (seed %d, %s)", cfg.calibration_size, split.source,
                      cfg.calibration_seed, session._calibration.record["class_counts"])
         if train is not None and cfg.agreement_images != 0:
-            drawn: np.ndarray | None = None  # training rows the calibration used: never in the agreement pool
+            drawn: np.ndarray | None = None  # training rows the calibration used: never in the pool
             if session._calibration is not None:
-                drawn = np.asarray(session._calibration.record["indices"], dtype=np.int64)
+                drawn = session._calibration.indices
                 if cfg.calibration_data is not None:  # another array: its rows are found in train by content
                     drawn = rows_holding(train.images, split.images[drawn])
-            session._pool = pool_rows(len(train), drawn, cfg.agreement_images, cfg.calibration_seed)
-            log.info("agreement pool: %d training images (%d calibration images left out)", session._pool.size,
-                     0 if drawn is None else drawn.size)
+            rows = pool_rows(len(train), drawn, cfg.agreement_images, cfg.calibration_seed)
+            session._pools = pools(rows, binary_labels(train, source.card.positive_label), cfg.fallback == "auto",
+                                   cfg.calibration_seed)
+            log.info("training images in the verification: %s (%d calibration images left out)",
+                     {name: r.size for name, r in session._pools.items()}, 0 if drawn is None else drawn.size)
         return session
 
     def calibration(self) -> CalibrationSample:
@@ -96,11 +110,11 @@ class ExportSession:
 
     def verify_data(self) -> list[LabelledPixels]:
         if self._verify_data is None:
-            self._verify_data = verification_splits(self.dataset.splits, self.source.positive_label,
-                                                    self.source.image_size, self.source.pixel_range, self._pool)
+            self._verify_data = verification_splits(self.dataset.splits, self.source.card.positive_label,
+                                                    self.source.card.image_size, self.source.pixel_range, self._pools)
         return self._verify_data
 
-    def reference(self) -> dict[str, np.ndarray]:
+    def reference(self) -> Logits:
         """Float SavedModel logits on the verification splits, computed once per session."""
         if self._reference is None:
             start = time.perf_counter()
@@ -109,103 +123,131 @@ class ExportSession:
                      time.perf_counter() - start)
         return self._reference
 
-    def calibration_reference(self) -> np.ndarray:
-        """Float SavedModel logits on the calibration images (for bias correction), computed once."""
+    def logit_shift(self, path: Path) -> dict[str, float | int]:
+        """Mean (artifact - float) logit over the calibration images: the bias int8 rounding adds.
+
+        Measured on the calibration sample only, never on the verification images, so the
+        verification that follows stays an honest held-out check.
+        """
         if self._calibration_reference is None:
             pixels = self.calibration().pixels
             data = [LabelledPixels("calibration", pixels, np.zeros(len(pixels), dtype=np.int64))]
             self._calibration_reference = saved_model_logits(str(self.source.saved_model), data)["calibration"]
-        return self._calibration_reference
-
-    def logit_shift(self, path: Path) -> dict[str, float | int]:
-        """Mean (artifact - float) logit over the calibration images: the bias int8 rounding adds.
-
-        Measured on the calibration sample only, never on val or test, so the verification that
-        follows stays an honest held-out check.
-        """
         backend = open_backend(path, threads=self.cfg.threads)
-        delta = backend.logits(self.calibration().pixels) - self.calibration_reference()
+        delta = backend.logits(self.calibration().pixels) - self._calibration_reference
         return {"images": int(delta.size), "mean_delta_logit": float(delta.mean()), "std_delta_logit": float(delta.std())}
 
-    def artifact_logits(self, path: Path, kernels: str = "default") -> tuple[dict[str, np.ndarray], str]:
+    def artifact_logits(self, path: Path, kernels: str = "default") -> tuple[Logits, str]:
         """The artifact's logits on every verification split, and the backend package that ran it."""
         backend = open_backend(path, threads=self.cfg.threads, kernels=kernels)
         return artifact_logits(backend, self.verify_data()), backend.package
 
-    def selection_verdict(self, path: Path, kernel_sets: tuple[str, ...] = ("default",)) -> tuple[list[str], float]:
-        """The gate's failures and shortfall (:func:`export.verify.shortfall`) for ``path`` on the selection splits
-        (val and the unused training images), worst over ``kernel_sets``: the fallback's rule, the same gate as the
-        final verification. The test split is left out so that the final verification still scores it held out."""
-        data = [d for d in self.verify_data() if d.name in SELECTION_SPLITS]
+    def choosing_verdict(self, path: Path, kernel_sets: tuple[str, ...] = ("default",)) -> tuple[list[str], float]:
+        """What the fallback search steers by: the observed changes of ``path`` on the images it may look at (val and
+        its share of the training pool, pooled: ``export.splits``), against ``--max-drift``, worst over
+        ``kernel_sets``; returns the failures and the worst excess (<= 0: every observed change within the limits).
+
+        Observed changes, not the gate's 95% bounds: on a quarter of the pool a bound cannot show a repair that
+        the held-out images will (docs/statistics.md). The proof is the verdict, on images this never saw.
+        """
+        data = [d for d in self.verify_data() if d.name in CHOOSING_SPLITS]
         if not any(d.name == "val" for d in data):
             raise DataError(f"{self.dataset.path}: no 'val' split; --fallback auto chooses layers on it")
         if self.cfg.max_drift is None:
             raise DataError("--fallback auto needs --max-drift limits to reach")
+        label = "+".join(d.name for d in data)
         failures, worst = [], float("-inf")
         for kernels in kernel_sets:
             logits = artifact_logits(open_backend(path, threads=self.cfg.threads, kernels=kernels), data)
-            report = self.judge(logits, data)
-            failures += [f if kernels == "default" else f"{kernels} kernels: {f}" for f in report["failures"]]
-            worst = max(worst, shortfall(report, self.cfg.max_drift))
+            pooled = pooled_comparison(data, self.reference(), logits, self.source.card.thresholds, self.cfg.prevalence)
+            found = drift_failures({label: pooled}, self.cfg.max_drift)
+            failures += [f if kernels == "default" else f"{kernels} kernels: {f}" for f in found]
+            worst = max(worst, observed_excess(pooled, self.cfg.max_drift))
         return failures, worst
 
-    def judge(self, logits: dict[str, np.ndarray], data: list[LabelledPixels] | None = None) -> dict[str, Any]:
+    def verify(self, logits: Logits, repaired: bool) -> VerificationReport:
         """The verification report of these logits under this export's gate, limits and prevalence."""
-        return verify_artifact(logits, data or self.verify_data(), self.reference(), self.source.card["operating_points"],
-                               self.cfg.max_drift, self.cfg.gate, self.cfg.prevalence)
+        return verify_artifact(logits, self.verify_data(), self.reference(), self.source.card.thresholds,
+                               self.cfg.max_drift, image_use(self.verify_data(), repaired), self.cfg.gate,
+                               self.cfg.prevalence)
 
-    def verify_and_publish(self, staged: Path, destination: Path, metadata: dict[str, Any],
-                           extra: dict[str, Any] | None = None,
-                           outputs: tuple[dict[str, np.ndarray], str] | None = None,
-                           kernel_sets: tuple[str, ...] = ("default",)) -> ExportResult:
-        """Verify ``staged`` against the float model, then publish it (or refuse it) with its sidecar.
+    def metadata(self, artifact: ArtifactInfo, input_dtype: str, input_quantization: dict[str, Any] | None = None,
+                 input_name: str | None = None, calibrated: bool = False) -> ArtifactMetadata:
+        """The document embedded in an artifact, with its digest field reserved for :meth:`publish` to seal."""
+        card = self.source.card
+        test = card.metrics.get("test")
+        return ArtifactMetadata(
+            image_size=card.image_size, class_names=card.class_names, operating_points=card.operating_points,
+            positive_label=card.positive_label, negative_label=card.negative_label,
+            input=InputSpec(input_dtype, input_quantization, card.data.training_shape, card.input.resize,
+                            card.input.source_pixel_range, input_name),
+            artifact=artifact, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            source={"saved_model_sha256": card.saved_model_sha256, "model_card_created": card.created,
+                    "test_metrics": None if test is None else test.to_dict()},
+            calibration=self.calibration().record if calibrated else None,
+            versions=package_versions(_VERSION_PACKAGES), content_sha256=PLACEHOLDER)
 
-        ``outputs`` passes logits already computed from these exact bytes, to avoid a second run.
-        The report's top level is the default kernels; every other TFLite kernel set in
-        ``kernel_sets`` gets its own report under ``kernel_sets``, and its failures count too.
+    def publish(self, name: str, serialized: bytes, metadata: ArtifactMetadata, sections: dict[str, Any],
+                kernel_sets: tuple[str, ...] = ("default",), repaired: bool = False,
+                check: StagedCheck | None = None) -> ExportResult:
+        """Seal ``serialized`` (the model with ``metadata`` embedded), stage it beside its destination, verify it
+        against the float model on every kernel set, then publish it with its sidecar, or refuse it (exit 3).
+
+        ``repaired``: float layers were chosen on images (``--fallback auto``), so only the images the
+        search never saw judge it. ``check`` runs first on the staged bytes and may supply their logits.
         """
-        start = time.perf_counter()
-        logits, package = outputs or self.artifact_logits(staged)
-        report = self.judge(logits)
-        report["backend"], report["kernels"] = package, "default"
-        report["kernel_sets"] = {}
-        for kernels in (k for k in kernel_sets if k != "default"):
-            other_logits, other_package = self.artifact_logits(staged, kernels)
-            other = self.judge(other_logits)
-            other["backend"] = other_package
-            log.info("%s with %s kernels: %s", destination.name, kernels, summary_line(other))
-            report["kernel_sets"][kernels] = other
-            report["failures"] += [f"{kernels} kernels: {f}" for f in other["failures"]]
-        report["passed"] = not report["failures"]
-        report["seconds"] = round(time.perf_counter() - start, 2)
-        sidecar = {"metadata": metadata, "config": {"kind": self.cfg.kind, **self.cfg.to_dict()},
-                   "verification": report, **(extra or {})}
-        log.info("%s: %s", destination.name, summary_line(report))
-        return ExportResult(destination, publish(staged, destination, sidecar))
+        from .metadata import seal_artifact
+
+        data, metadata = seal_artifact(serialized, metadata, name)
+        destination = self.out_dir / name
+        with staged_file(destination) as staged:
+            staged.write_bytes(data)
+            log.info("converted %s (%.1f MB)", name, len(data) / 1e6)
+            start = time.perf_counter()
+            checked: tuple[Logits, dict[str, Any]] | None = check(staged) if check else None
+            logits, package = (checked[0], open_backend(staged).package) if checked else self.artifact_logits(staged)
+            others = {}
+            for kernels in (k for k in kernel_sets if k != "default"):
+                other_logits, other_package = self.artifact_logits(staged, kernels)
+                others[kernels] = _with_engine(self.verify(other_logits, repaired), other_package, kernels)
+                log.info("%s with %s kernels: %s", name, kernels, summary_line(others[kernels]))
+            report = _with_engine(self.verify(logits, repaired), package, "default", others,
+                                  round(time.perf_counter() - start, 2))
+            sidecar = Sidecar(name, sha256_file(staged), len(data), metadata, self.cfg, report,
+                              {**sections, **(checked[1] if checked else {})})
+            log.info("%s: %s", name, summary_line(report))
+            publish(staged, destination, sidecar.to_dict(), report.failures)
+            return ExportResult(destination, sidecar)
 
 
-def summary_line(report: dict[str, Any]) -> str:
+def _with_engine(report: VerificationReport, package: str, kernels: str,
+                 others: dict[str, VerificationReport] | None = None, seconds: float | None = None) -> VerificationReport:
+    """The report with the engine that ran it, and every other kernel set's report and failures folded in."""
+    others = others or {}
+    failures = report.failures + tuple(f"{k} kernels: {f}" for k, r in others.items() for f in r.failures)
+    return replace(report, backend=package, kernels=kernels, kernel_sets=others, failures=failures, seconds=seconds)
+
+
+def summary_line(report: VerificationReport) -> str:
     """One line per artifact: the worst observed change on the held-out splits, then the gate's 95% bounds."""
-    rows = [r for name, r in report["splits"].items() if name in VERIFY_SPLITS] or list(report["splits"].values())
-    worst_auc = max(abs(r["delta_auc"]) for r in rows)
-    points = [p for r in rows for p in r["operating_points"].values()]
-    worst_sens = max(abs(p["delta_sensitivity"]) for p in points)
-    worst_spec = max(abs(p["delta_specificity"]) for p in points)
-    worst_agree = min(p["agreement"] for p in points)
-    max_logit = max(r["max_abs_delta_logit"] for r in rows)
-    gate = report.get("gate") or {}
-    bounds = ""
-    if gate.get("rule") == "noninferiority" and "operating_points" in gate:
-        g = gate["operating_points"].values()
-        bounds = (f"; 95% bounds on {gate['n']} images (one moves sensitivity by {gate['one_image']['sensitivity']:.4f}): "
-                  f"sensitivity loss <= {max(-p['sensitivity_change']['low'] for p in g):.4f}, "
-                  f"specificity loss <= {max(-p['specificity_change']['low'] for p in g):.4f}, "
-                  f"agreement >= {min(p['agreement_interval']['low'] for p in g):.4f}, "
-                  f"AUC loss <= {-gate['auc_change']['low']:.4f}")
-    if report.get("limits") is None:  # --max-drift none: figures only; "within limits" would claim a check never made
+    rows = [s for name, s in report.splits.items() if name in VERIFY_SPLITS] or list(report.splits.values())
+    points = [p for s in rows for p in s.points.values()]
+    worst_auc = max(abs(s.delta_auc) for s in rows)
+    worst_sens = max(abs(p.delta("sensitivity")) for p in points)
+    worst_spec = max(abs(p.delta("specificity")) for p in points)
+    worst_agree = min(p.agreement for p in points)
+    max_logit = max(s.drift.max_abs_delta_logit for s in rows)
+    gate, bounds = report.gate, ""
+    if gate.rule == "noninferiority" and gate.n is not None and gate.one_image and gate.auc_change:
+        g = gate.points.values()
+        bounds = (f"; 95% bounds on {gate.n} {'held-out ' if report.images.chose else ''}images (one moves sensitivity by "
+                  f"{gate.one_image.sensitivity:.4f}): sensitivity loss <= {max(-p.sensitivity_change.low for p in g):.4f}, "
+                  f"specificity loss <= {max(-p.specificity_change.low for p in g):.4f}, "
+                  f"agreement >= {min(p.agreement_interval.low for p in g):.4f}, AUC loss <= {-gate.auc_change.low:.4f}")
+    if not report.judged:  # --max-drift none: figures only; "within limits" would claim a check never made
         verdict = "not judged (--max-drift none)"
     else:
-        verdict = "within limits" if report["passed"] else f"FAILED ({len(report['failures'])} beyond limits)"
-    also = "".join(f" ({name} kernels too)" for name in report.get("kernel_sets", {}))
+        verdict = "within limits" if report.passed else f"FAILED ({len(report.failures)} beyond limits)"
+    also = "".join(f" ({name} kernels too)" for name in report.kernel_sets)
     return (f"observed worst |dAUC| {worst_auc:.4f}, |dsens| {worst_sens:.4f}, |dspec| {worst_spec:.4f}, "
             f"agreement {worst_agree:.4f}, max |dlogit| {max_logit:.4g}{bounds}: {verdict}{also}")

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from runtime.datasets import Dataset, load_dataset
 from runtime.errors import DataError, ModelCardError
 from runtime.fileio import sha256_file
 from runtime.images import PixelRange
-from train.card import CONFIG_NAME, read_card
+from train.card import ModelCard
 from train.config import TrainConfig
 
 
@@ -23,21 +22,14 @@ class ModelSource:
     """A trained model directory: its card, its SavedModel and how its inputs are made."""
 
     directory: Path
-    card: dict[str, Any]
+    card: ModelCard
     saved_model: Path
     train_config: TrainConfig
 
     @property
-    def image_size(self) -> int:
-        return int(self.card["image_size"])
-
-    @property
     def pixel_range(self) -> PixelRange | None:
+        """The source images' value range as training read it (None: uint8)."""
         return self.train_config.parsed_pixel_range
-
-    @property
-    def positive_label(self) -> int:
-        return int(self.card["positive_label"])
 
 
 def open_model_dir(model_dir: str | Path) -> ModelSource:
@@ -45,11 +37,11 @@ def open_model_dir(model_dir: str | Path) -> ModelSource:
     directory = Path(model_dir)
     if not directory.exists():
         raise ModelCardError(f"{directory}: no such model directory; expected the --out directory of `python -m train`")
-    card = read_card(directory)
-    saved_model = directory / str(card["saved_model"])
+    card = ModelCard.load(directory)
+    saved_model = directory / card.saved_model
     if not (saved_model / "saved_model.pb").is_file():
         raise ModelCardError(f"{saved_model}: not a SavedModel (no saved_model.pb); expected the SavedModel the card names")
-    config_path = directory / str(card.get("config", CONFIG_NAME))
+    config_path = directory / card.config
     if not config_path.is_file():
         raise ModelCardError(f"{config_path}: missing; expected the training config the model card names")
     return ModelSource(directory, card, saved_model, TrainConfig.load(config_path))
@@ -63,17 +55,16 @@ def open_training_data(source: ModelSource, data: str | None) -> Dataset:
     """
     if data is not None:
         return load_dataset(data)
-    recorded = source.card["data"]
-    bundled = recorded.get("bundled")
-    if bundled:  # found by name wherever the package is installed; compared by content, not by path
-        dataset = load_dataset(str(bundled))
-        expected = {str(dataset.path): f.get("sha256") for f in recorded.get("files", [])[:1]}
+    recorded = source.card.data
+    if recorded.bundled:  # found by name wherever the package is installed; compared by content, not by path
+        dataset = load_dataset(recorded.bundled)
+        expected = {str(dataset.path): f.sha256 for f in recorded.files[:1]}
     else:
-        path = Path(str(recorded.get("path", "")))
+        path = Path(recorded.path or "")
         if not path.exists():
             raise DataError(f"{path}: the model card's training data is not there; pass --data PATH to the same data")
         dataset = load_dataset(path)
-        expected = {str(Path(f["path"])): f.get("sha256") for f in recorded.get("files", [])}
+        expected = {str(Path(f.path)): f.sha256 for f in recorded.files}
     for file in dataset.files:
         want = expected.get(str(file))
         if want is not None and sha256_file(file) != want:

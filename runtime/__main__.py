@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="classify image files, DICOM files and folders of them",
                         description="Classify files and folders: one row per file found (a prediction, an error, or a skip "
                         "with its reason), progress on stderr, then a summary at the operating point. Exit status 0 when "
-                        f"every image was classified, {SOME_FAILED_EXIT} when some could not be, 2 on a usage error.")
+                        f"every image was classified, {SOME_FAILED_EXIT} when some could not be, 2 on a usage error (a path that "
+                        "does not exist, a folder with no image and an --out that cannot be written are reported before "
+                        "the model loads).")
     common(pr)
     images(pr)
     pr.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...; grayscale or RGB, any size), DICOM files "
@@ -115,17 +117,17 @@ def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .errors import ConfigError
-    from .folder import check_inputs, output_kind, predict_files
+    from .folder import check_run, output_kind, predict_files
 
     if args.json and args.format not in (None, "json"):
         raise ConfigError(f"--json with --format {args.format}: choose one")
     out = Path(args.out) if args.out else None
     given = args.format or ("json" if args.json else None)
     kind = output_kind(out, given) if out else (given or "table")
-    check_inputs(args.images)
+    total = check_run(args.images, args.recursive, out)  # mistakes in inputs and --out before the model loads (seconds on a Pi)
     clf = _classifier(args)
     summary = predict_files(clf, list(args.images), recursive=args.recursive, out=out, kind=kind,
-                            progress=None if args.no_progress else args.progress_every)
+                            progress=None if args.no_progress else args.progress_every, total=total)
     # the summary goes where it cannot corrupt machine-readable rows
     print(summary.line(), file=sys.stdout if out is not None or kind == "table" else sys.stderr)
     return summary.exit_code
@@ -150,7 +152,7 @@ def _eval(args: argparse.Namespace) -> None:
     from .classifier import Classifier
     from .datasets import binary_labels, iter_pixel_batches, load_dataset
     from .errors import DataError
-    from .evaluation import check_prevalence, format_rate, split_summary
+    from .evaluation import check_prevalence, predictive_value_text, split_summary
 
     prevalence = check_prevalence(args.prevalence)
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
@@ -159,31 +161,27 @@ def _eval(args: argparse.Namespace) -> None:
     split = dataset.split(args.split)
     if split is None:
         raise DataError(f"{args.data}: no {args.split!r} split; it has {', '.join(dataset.splits)}")
-    positive = args.positive_label if args.positive_label is not None else int(clf.metadata["positive_label"])
+    positive = args.positive_label if args.positive_label is not None else clf.metadata.positive_label
     y = binary_labels(split, positive)
     logits = np.concatenate([clf.logits(b) for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size,
                                                                         clf.pixel_range, keep_uint8=True)])
     summary = split_summary(y, logits, clf.operating_points, prevalence)
     if args.json:
         print(json.dumps({"model": str(clf.path), "backend": clf.backend, "kernels": clf.engine.kernels,
-                          "split": args.split, **summary}, indent=2))
+                          "split": args.split, **summary.to_dict()}, indent=2))
         return
-    auc = summary["auc_interval"]
-    one = summary["one_image"]
-    print(f"{clf.path}  {args.split}: {summary['n']} images, {summary['positives']} positive ({clf.backend}, "
+    auc, one = summary.auc_interval, summary.one_image
+    print(f"{clf.path}  {args.split}: {summary.n} images, {summary.positives} positive ({clf.backend}, "
           f"{clf.engine.kernels} kernels)")
-    print(f"AUC {auc['value']:.4f} [{auc['low']:.4f}, {auc['high']:.4f}] (95%, DeLong); one image moves sensitivity by "
-          f"{one['sensitivity']:.4f}, specificity by {one['specificity']:.4f}")
-    first = next(iter(summary[name]["at_prevalence"] for name in clf.operating_points))
-    prev = f"prevalence {first['prevalence']:.4g}" + ("" if first["stated"] else " (the split's own)")
+    print(f"AUC {auc.value:.4f} [{auc.low:.4f}, {auc.high:.4f}] (95%, DeLong); one image moves sensitivity by "
+          f"{one.sensitivity:.4f}, specificity by {one.specificity:.4f}")
+    first = next(iter(summary.points.values())).at_prevalence
+    prev = f"prevalence {first.prevalence:.4g}" + ("" if first.stated else " (the split's own)")
     print(f"{'operating point':<17} {'threshold':>9}  {'sensitivity [95% Wilson]':<25} {'specificity [95% Wilson]':<25} "
           f"PPV / NPV at {prev}")
-    for name in clf.operating_points:
-        row = summary[name]
-        pv = row["at_prevalence"]
-        print(f"{name:<17} {row['threshold']:9.4f}  {format_rate(row, 'sensitivity'):<25} {format_rate(row, 'specificity'):<25} "
-              f"{pv['ppv']['value']:.4f} [{pv['ppv']['low']:.4f}, {pv['ppv']['high']:.4f}] / "
-              f"{pv['npv']['value']:.4f} [{pv['npv']['low']:.4f}, {pv['npv']['high']:.4f}]")
+    for name, row in summary.points.items():
+        print(f"{name:<17} {row.threshold:9.4f}  {row.rate_text('sensitivity'):<25} {row.rate_text('specificity'):<25} "
+              f"{predictive_value_text(row, 'ppv')} / {predictive_value_text(row, 'npv')}")
 
 
 def _bench(args: argparse.Namespace) -> None:

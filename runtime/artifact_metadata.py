@@ -8,6 +8,7 @@ or ``onnx`` packages, so the device can check what it is about to run before loa
 The TFLite reader walks the flatbuffer by hand (root table -> ``metadata`` vector -> ``buffers``
 vector); the ONNX reader scans the protobuf's top-level fields for ``metadata_props`` (field 14).
 Both refuse anything malformed with :class:`ModelFileError` instead of reading out of bounds.
+The document's fields are typed in :mod:`runtime.model_metadata`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ModelFileError
+from .model_metadata import ArtifactMetadata
 
 METADATA_KEY = "inception_edge"
 _TFLITE_IDENTIFIER = b"TFL3"
@@ -173,13 +175,13 @@ def onnx_metadata_props(data: bytes, source: str) -> dict[str, str]:
     return out
 
 
-def read_artifact_metadata(path: str | Path) -> dict[str, Any]:
-    """The toolkit metadata embedded in a ``.tflite`` or ``.onnx`` file written by ``export/``."""
-    return read_artifact(path)[1]
+def read_artifact_document(path: str | Path) -> tuple[bytes, dict[str, Any]]:
+    """The file's bytes and its embedded toolkit metadata as the raw JSON object, untyped.
 
-
-def read_artifact(path: str | Path) -> tuple[bytes, dict[str, Any]]:
-    """The file's bytes and its embedded toolkit metadata (the bytes, for :func:`runtime.integrity.verify_content`)."""
+    The container level: :func:`runtime.integrity.verify_content` checks the bytes against the
+    digest in this document before anything in it is interpreted, so a damaged file is reported
+    as damaged, not as odd metadata.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -206,3 +208,8 @@ def read_artifact(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: embedded {METADATA_KEY!r} metadata is not a JSON object")
     return data, meta
+
+
+def read_artifact_metadata(path: str | Path) -> ArtifactMetadata:
+    """The toolkit metadata embedded in a ``.tflite`` or ``.onnx`` file written by ``export/``, typed and checked."""
+    return ArtifactMetadata.from_dict(read_artifact_document(path)[1], str(path))

@@ -13,6 +13,7 @@ Nothing here asserts a speed: the figures are printed for people and for ``bench
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
 import os
 import platform
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 from .backends import cpu_threads, import_backend
 from .classifier import Classifier
 from .errors import ConfigError, InceptionEdgeError
+from .timing import Latency, Prepared, time_calls
 
 
 @dataclass(frozen=True)
@@ -50,20 +52,6 @@ class BenchConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected {low} or more")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads {self.threads}: expected 1 or more")
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Milliseconds over the timed calls."""
-
-    p50: float
-    p90: float
-    mean: float
-
-    @classmethod
-    def of(cls, seconds: list[float]) -> Latency:
-        ms = np.asarray(seconds) * 1e3
-        return cls(float(np.percentile(ms, 50)), float(np.percentile(ms, 90)), float(ms.mean()))
 
 
 @dataclass
@@ -91,6 +79,7 @@ class BenchResult:
     machine: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """``--json``: the fields as named here (a latency as p50/p90/mean/runs/samples_ms, in ms)."""
         return asdict(self)
 
 
@@ -180,29 +169,17 @@ def run_bench(cfg: BenchConfig) -> BenchResult:
     if cfg.image:
         clf.predict(cfg.image)  # a bad file fails now, not after the timed runs
 
-    for k in range(cfg.warmup):
-        clf.predict(images[k % len(images)])
-    bare_s, predict_s = [], []
-    for k in range(cfg.runs):  # alternate, so drift of the machine hits both alike
-        img = images[k % len(images)]
-        prepared = clf.pixels(img)
-        with clf.engine.bare_call(prepared) as call:
-            s = time.perf_counter()
-            call()
-            bare_s.append(time.perf_counter() - s)
-        s = time.perf_counter()
-        clf.predict(img)
-        predict_s.append(time.perf_counter() - s)
-    file_latency = None
-    if cfg.image:
-        times = []
-        for _ in range(cfg.runs):
-            s = time.perf_counter()
-            clf.predict(cfg.image)
-            times.append(time.perf_counter() - s)
-        file_latency = Latency.of(times)
+    # Bare and wrapped calls take turns on the same image each run, so drift of the machine hits both alike.
+    # The bare call's input conversion is its preparation, outside the clock; it lets go of the engine
+    # (a TFLite interpreter from the pool) before predict() needs it.
+    bare_images, predict_images = itertools.cycle(images), itertools.cycle(images)
+    bare_call = Prepared(lambda: clf.engine.bare_call(clf.pixels(next(bare_images))))
+    bare_ms, predict_ms = time_calls([bare_call, lambda: clf.predict(next(predict_images))], cfg.runs, cfg.warmup)
+    file_latency, image_file = None, cfg.image
+    if image_file:  # already warm from the check above
+        file_latency = Latency.of(time_calls([lambda: clf.predict(image_file)], cfg.runs)[0])
     concurrency = _concurrency(clf, images, cfg.callers, cfg.runs) if cfg.callers else None
-    bare, predict = Latency.of(bare_s), Latency.of(predict_s)
+    bare, predict = Latency.of(bare_ms), Latency.of(predict_ms)
     return BenchResult(
         model=str(model), backend=clf.backend, backend_version=_version(clf.backend), image_size=size,
         threads=cpu_threads(cfg.threads), interpreters=cfg.interpreters, kernels=cfg.kernels,

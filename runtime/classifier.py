@@ -24,19 +24,19 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .artifact_metadata import read_artifact
+from .artifact_metadata import read_artifact_document
 from .backends import Backend, open_backend
 from .dicom import Window, is_dicom, read_dicom
 from .errors import ConfigError, DataError, ModelFileError
-from .images import MIN_IMAGE_SIZE, PixelRange, check_pixels, to_model_pixels
+from .images import PixelRange, check_pixels, to_model_pixels
 from .integrity import DIGEST_KEY, verify_content
 from .metrics import sigmoid
+from .model_metadata import ArtifactMetadata
 from .parity import check_parity, to_training_size
 
 log = logging.getLogger("runtime")
 
 ImageLike = str | Path | Image.Image | np.ndarray
-MAX_IMAGE_SIZE = 4096  # far above any InceptionV3 export; a larger value is a corrupt or forged file, not a model
 _PIL_TO_RGB = {"RGBA", "P", "LA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL converts to RGB without loss of meaning
 
 
@@ -90,30 +90,6 @@ def load_image(path: Path, window: Window = Window()) -> np.ndarray:
         raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def _check_metadata(path: Path, image_size: int, class_names: tuple[str, ...], points: dict[str, float]) -> None:
-    """Refuse metadata a converter would never write: it would size buffers and make decisions, so it must be sane."""
-    if not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
-        raise ModelFileError(f"{path}: embedded image_size {image_size}; expected {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
-    if len(class_names) != 2:
-        raise ModelFileError(f"{path}: embedded class_names {list(class_names)}; expected two names (negative, positive)")
-    bad = {name: t for name, t in points.items() if not 0.0 < t < 1.0}
-    if bad or not points:
-        raise ModelFileError(f"{path}: embedded operating point thresholds {bad or points}; expected probabilities in (0, 1)")
-
-
-def _training_shape(path: Path, metadata: dict[str, Any]) -> tuple[int, int] | None:
-    shape = metadata.get("input", {}).get("training_shape")
-    if shape is None:
-        return None
-    try:
-        height, width = (int(v) for v in shape[:2])
-    except (TypeError, ValueError):
-        raise ModelFileError(f"{path}: embedded input.training_shape {shape!r}; expected [height, width]") from None
-    if not (1 <= height <= MAX_IMAGE_SIZE and 1 <= width <= MAX_IMAGE_SIZE):
-        raise ModelFileError(f"{path}: embedded input.training_shape {shape!r}; expected sizes from 1 to {MAX_IMAGE_SIZE}")
-    return height, width
-
-
 class Classifier:
     """A binary classifier exported by ``export/``, ready to predict on a device."""
 
@@ -124,28 +100,26 @@ class Classifier:
         # options first: a bad --parity or --dicom-window is reported before the model file is read
         self.parity = check_parity(parity)
         self.dicom_window = Window.parse(dicom_window) if isinstance(dicom_window, str) else dicom_window
-        data, self.metadata = read_artifact(self.path)
+        data, document = read_artifact_document(self.path)
         self.checksum_verified = verify_sidecar(self.path, data)
         started = time.perf_counter()
-        self.content_verified = verify_content(data, self.metadata, str(self.path))
+        # the bytes are checked before anything in the document is believed
+        self.content_verified = verify_content(data, document, str(self.path))
         self.digest_seconds = time.perf_counter() - started  # what self-verification adds to loading (runtime bench)
         if not self.content_verified:
             log.warning("warning: %s has no embedded %s (exported before artifacts carried one); it runs %s", self.path,
                         DIGEST_KEY, "checked by its sidecar's sha256 only" if self.checksum_verified
                         else "unchecked: re-export it, or keep its sidecar NAME.json beside it")
         del data  # the backend maps the file itself; do not hold a second copy for the classifier's lifetime
-        try:
-            self.image_size = int(self.metadata["image_size"])
-            self.class_names = tuple(str(n) for n in self.metadata["class_names"])
-            points = {p["name"]: float(p["threshold"]) for p in self.metadata["operating_points"]}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"{self.path}: embedded metadata lacks {exc}; expected image_size, class_names, operating_points") from None
-        _check_metadata(self.path, self.image_size, self.class_names, points)
+        self.metadata = ArtifactMetadata.from_dict(document, str(self.path))
+        self.image_size = self.metadata.image_size
+        self.class_names = self.metadata.class_names
+        points = self.metadata.thresholds
         if operating_point not in points:
             raise ConfigError(f"--operating-point {operating_point!r}: expected one of {', '.join(points)} (from {self.path.name})")
         self.operating_point, self.threshold = operating_point, points[operating_point]
         self.operating_points = points
-        self.training_shape = _training_shape(self.path, self.metadata)
+        self.training_shape = self.metadata.input.training_shape
         if self.training_shape is None and self.parity != "off":
             log.warning("warning: %s records no training image size (exported before artifacts carried one): images go "
                         "straight to %dx%d; re-export it for train/serve parity", self.path, self.image_size, self.image_size)

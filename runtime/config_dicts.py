@@ -6,12 +6,12 @@ silently dropping the key would rebuild a different config than the one that mad
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import ConfigError
+from .fileio import read_json_object
 
 T = TypeVar("T")
 
@@ -24,12 +24,11 @@ def config_from_dict(cls: type[T], raw: dict[str, Any], label: str) -> T:
     return cls(**raw)
 
 
+def read_config_json(path: str | Path, label: str) -> dict[str, Any]:
+    """A saved config's JSON object, unchecked; its stage's ``from_dict`` rebuilds the config from it."""
+    return read_json_object(path, f"JSON {label} config", ConfigError)
+
+
 def load_config_json(cls: type[T], path: str | Path, label: str) -> T:
     """Read a saved config: a JSON object whose keys are exactly ``cls``'s fields (see :func:`config_from_dict`)."""
-    try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{path}: not a readable JSON {label} config ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return config_from_dict(cls, raw, label)
+    return config_from_dict(cls, read_config_json(path, label), label)

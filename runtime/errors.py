@@ -60,3 +60,18 @@ class DriftError(InceptionEdgeError):
     """
 
     exit_code = 3
+
+
+class ProcessError(InceptionEdgeError):
+    """A step run in a fresh Python process failed, timed out, or gave no readable result.
+
+    The one-line message names what ran and why it failed; the parts are kept as attributes so
+    that a caller which records failures (``python -m benchmarks`` writes a failed row and goes
+    on) can word them its own way.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str = "", timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.status = status  # the child's exit status; None when it timed out or never started
+        self.reason = reason  # the child's last "error:" line without the prefix, else its last stderr line
+        self.timed_out = timed_out

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import InceptionEdgeError, OutputError
 
 _CHUNK = 1 << 20
 
@@ -95,6 +95,18 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write JSON with sorted keys and a trailing newline, so diffs of cards stay readable."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def read_json_object(path: str | os.PathLike[str], what: str, error: type[InceptionEdgeError]) -> dict[str, Any]:
+    """The JSON object in ``path``; ``error`` (one line naming the file and ``what`` was expected) when it cannot be read,
+    is not JSON or is not an object."""
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: not a readable {what} ({exc})") from None
+    if not isinstance(raw, dict):
+        raise error(f"{path}: not a {what} (expected a JSON object)")
+    return raw
 
 
 def check_output_dir(out: str | os.PathLike[str], overwrite: bool) -> Path:

@@ -1,10 +1,11 @@
 """Predict on many files: folders walked lazily, one row per file, a summary, flat memory.
 
 A clinic's export is a folder of thousands of images, some of them not what they claim to be.
-Every file found becomes exactly one row: a prediction, an error (an unreadable or refused
-image), or a skip (a file that is not an image, named with the reason). Nothing is dropped
-silently and nothing is held per file beyond its row, so memory stays flat however many files
-there are (docs/runtime.md gives the measurement on 10,000 files).
+Every file found (but the run's own ``--out`` file and its temporary files) becomes exactly one
+row: a prediction, an error (an unreadable or refused image), or a skip (a file that is not an
+image, named with the reason). Nothing is dropped silently and nothing is held per file beyond
+its row, so memory stays flat however many files there are (docs/runtime.md gives the
+measurement on 10,000 files).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ from typing import Any, TextIO
 
 from .classifier import Classifier
 from .dicom import is_dicom
-from .errors import ConfigError, DataError, InceptionEdgeError, first_line
+from .errors import ConfigError, DataError, InceptionEdgeError, OutputError, first_line
 from .fileio import atomic_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 ROW_FIELDS = ("path", "status", "probability", "logit", "positive", "label", "operating_point", "threshold", "error")
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+NOT_ENTERED = "folder not entered (use --recursive)"
 SOME_FAILED_EXIT = 4  # distinct from 2 (usage error) and 3 (export refused): scripts can tell "some files failed"
 
 
@@ -38,46 +40,52 @@ class Entry:
     skip: str | None = None
 
 
-def iter_entries(inputs: Iterable[str | Path], recursive: bool = False) -> Iterator[Entry]:
+def iter_entries(inputs: Iterable[str | Path], recursive: bool = False, out: str | Path | None = None) -> Iterator[Entry]:
     """Every file named or found under a named folder, in a stable order (names sorted per folder).
 
     A folder is read one directory at a time (``os.scandir``), never listed whole. Files that are
     neither an image (by suffix) nor DICOM (by suffix or the Part 10 marker) are yielded as skips;
-    subfolders without ``recursive``, and links to folders (which could loop), as skips too.
+    subfolders without ``recursive``, and links to folders (which could loop), as skips too. The
+    run's own output is not an entry: ``out`` and its temporary siblings (``_is_output``), which
+    appear in a folder being walked while the rows are written.
     """
+    own = (os.path.realpath(os.path.dirname(os.path.abspath(out))), os.path.basename(out)) if out is not None else None
     for item in inputs:
         path = os.fspath(item)
         if os.path.isdir(path):
-            yield from _walk(path, recursive)
+            yield from _walk(path, recursive, own)
         else:
             yield Entry(path)  # named explicitly: classify it, whatever its suffix, and report what goes wrong
 
 
-def _walk(folder: str, recursive: bool) -> Iterator[Entry]:
+def _is_output(name: str, out_name: str) -> bool:
+    """``--out`` itself or a temporary file runtime.fileio.atomic_file writes it through (``.NAME.*.tmp``; a killed
+    run leaves one behind): the tool's own files, never a clinic's, so neither is a row."""
+    return name == out_name or (name.startswith(f".{out_name}.") and name.endswith(".tmp"))
+
+
+def _walk(folder: str, recursive: bool, own: tuple[str, str] | None) -> Iterator[Entry]:
     try:
         with os.scandir(folder) as it:
             names = sorted(e.name for e in it)  # names only (about 70 bytes each): the order is stable across runs
     except OSError as exc:
         yield Entry(folder, skip=f"folder not readable ({exc.strerror or type(exc).__name__})")
         return
+    if own is not None and os.path.realpath(folder) == own[0]:
+        names = [name for name in names if not _is_output(name, own[1])]
     for name in names:
         path = os.path.join(folder, name)
         if os.path.isdir(path):
             if os.path.islink(path):
                 yield Entry(path, skip="link to a folder, not followed")
             elif recursive:
-                yield from _walk(path, recursive)
+                yield from _walk(path, recursive, own)
             else:
-                yield Entry(path, skip="folder not entered (use --recursive)")
+                yield Entry(path, skip=NOT_ENTERED)
         elif os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES or is_dicom(path):
             yield Entry(path)
         else:
             yield Entry(path, skip=f"not an image or DICOM file ({os.path.splitext(name)[1] or 'no suffix'})")
-
-
-def count_entries(inputs: Iterable[str | Path], recursive: bool) -> int:
-    """How many rows a run will write (a first, cheap walk, for progress)."""
-    return sum(1 for _ in iter_entries(inputs, recursive))
 
 
 def classify(clf: Classifier, entry: Entry) -> dict[str, Any]:
@@ -201,6 +209,7 @@ class Progress:
             self.stream.write("\n" if self.tty else "")
             return
         self._last, self._shown = now, done
+        self.total = max(self.total, done)  # files added to a folder during the run: never "3/2 files (150%)"
         rate = done / (now - self.started) if now > self.started else 0.0
         left = (self.total - done) / rate if rate > 0 else float("nan")
         text = f"{done}/{self.total} files ({100 * done / max(1, self.total):.0f}%), {rate:.1f}/s, {left:.0f} s left, {failed} failed"
@@ -216,23 +225,61 @@ def check_inputs(inputs: Iterable[str | Path]) -> None:
         raise DataError(f"{missing[0]}: no such image file or folder{more}")
 
 
+def check_out(out: Path) -> None:
+    """``--out`` must be a file name in a folder this user can write: said before a model loads, not after."""
+    if out.is_dir():
+        raise OutputError(f"--out {out}: is a folder; expected a file name ending in .csv, .jsonl or .json")
+    folder = out.parent
+    if not folder.is_dir():
+        raise OutputError(f"--out {out}: {folder} {'is not a folder' if folder.exists() else 'does not exist'}; "
+                          "expected a file in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {out}: folder {folder} is not writable; expected a folder this user can write to")
+
+
+def check_run(inputs: list[str], recursive: bool = False, out: Path | None = None) -> int:
+    """The usage mistakes in a run's inputs and ``out`` (exit 2), found before a model loads (seconds on a Pi); the
+    number of rows.
+
+    The walk that counts the rows (for progress) also finds a named folder with nothing to classify: a
+    wrong folder, or images in subfolders without ``--recursive``, is a mistake, not a run of skips.
+    """
+    if not inputs:
+        raise DataError("no image files or folders given; expected at least one")
+    check_inputs(inputs)
+    if out is not None:
+        check_out(out)
+    total = 0
+    for item in inputs:
+        found = images = subfolders = 0
+        for entry in iter_entries([item], recursive, out):
+            found += 1
+            images += entry.skip is None
+            subfolders += entry.skip == NOT_ENTERED
+        if images == 0:  # only a folder can hold no image: a file named explicitly is always an entry to classify
+            hint = "; subfolders are entered only with --recursive" if subfolders else ""
+            raise DataError(f"{item}: no image or DICOM file to classify ({found} files found, {found} skipped{hint}); "
+                            "expected image files (PNG, JPEG, ...) or DICOM files")
+        total += found
+    return total
+
+
 def predict_files(clf: Classifier, inputs: list[str], *, recursive: bool = False, out: Path | None = None,
                   kind: str = "table", progress: float | None = 2.0, stdout: TextIO = sys.stdout,
-                  stderr: TextIO = sys.stderr) -> Summary:
+                  stderr: TextIO = sys.stderr, total: int | None = None) -> Summary:
     """Classify every file in ``inputs`` (files and folders); rows go to ``out`` (atomically) or to ``stdout``.
 
     ``progress``: seconds between progress lines on ``stderr`` (None: none; a single file never shows any).
+    ``total``: what :func:`check_run` returned, when the caller checked the run already (the CLI does, before
+    the model loads), so the folders are not walked once more.
     """
-    check_inputs(inputs)
-    total = count_entries(inputs, recursive)
-    if total == 0:
-        raise DataError(f"{', '.join(inputs)}: no files found; expected images (PNG, JPEG, ...) or DICOM files")
+    total = check_run(inputs, recursive, out) if total is None else total
     summary = Summary(clf.operating_point, clf.threshold, clf.class_names)  # type: ignore[arg-type]
     meter = Progress(total, stderr if progress is not None and total > 1 else None, progress or 0.0)
     started = time.monotonic()
 
     def run(writer: RowWriter | _Table) -> None:
-        for entry in iter_entries(inputs, recursive):
+        for entry in iter_entries(inputs, recursive, out):  # the entries check_run counted: the output is none of them
             row = classify(clf, entry)
             summary.add(row)
             writer.write(row)
@@ -244,8 +291,6 @@ def predict_files(clf: Classifier, inputs: list[str], *, recursive: bool = False
     if out is None:
         run(_Table(stdout, clf) if kind == "table" else RowWriter(kind, stdout))
     else:
-        if out.is_dir():
-            raise ConfigError(f"--out {out}: is a folder; expected a file name ending in .csv, .jsonl or .json")
         with atomic_file(out) as handle:
             run(RowWriter(kind, handle))
     return summary

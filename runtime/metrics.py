@@ -143,6 +143,11 @@ class OperatingPoint:
         return asdict(self)
 
     @classmethod
+    def from_dict(cls, raw: dict[str, object]) -> OperatingPoint:
+        return cls(name=str(raw["name"]), threshold=float(raw["threshold"]),  # type: ignore[arg-type]
+                   logit_threshold=float(raw["logit_threshold"]), rule=str(raw.get("rule", "")))  # type: ignore[arg-type]
+
+    @classmethod
     def from_logit(cls, name: str, logit_threshold: float, rule: str) -> OperatingPoint:
         return cls(name=name, threshold=float(sigmoid(np.array([logit_threshold]))[0]),
                    logit_threshold=float(logit_threshold), rule=rule)

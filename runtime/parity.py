@@ -55,12 +55,12 @@ def to_training_size(image: np.ndarray, training_shape: tuple[int, int] | None, 
     if parity == "off" or training_shape is None:
         return image
     th, tw = training_shape
-    if parity == "crop":
-        image = centre_crop(image, th / tw)
     h, w = image.shape[:2]
     if (h, w) == (th, tw) or h < th or w < tw:
-        return image
-    return area_resize(image, th, tw)
+        return image  # checked before the crop: a small image has no detail to remove, and cropping would only lose some
+    if parity == "crop":
+        image = centre_crop(image, th / tw)  # trims one side to the training aspect: both stay >= the training size
+    return image if image.shape[:2] == (th, tw) else area_resize(image, th, tw)
 
 
 def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -17,6 +17,7 @@ import math
 import operator
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,14 @@ class Interval:
             out[key] = None if math.isnan(v) else v
         out["method"] = self.method
         return out
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Interval:
+        """The inverse of :meth:`to_dict` (``None`` back to NaN); keys beyond the four are ignored."""
+        def number(key: str) -> float:
+            return _NAN if raw[key] is None else float(raw[key])
+
+        return cls(number("value"), number("low"), number("high"), str(raw["method"]))
 
 
 # --------------------------------------------------------------------------- input checks
@@ -483,3 +492,105 @@ def noninferiority_sample_size(margin: float, discordance: float, true_differenc
     sigma1 = math.sqrt(max(0.0, psi - delta * delta))
     n = (z_a * sigma0 + z_b * sigma1) ** 2 / (delta + D) ** 2
     return max(1, math.ceil(n - 1e-9))  # the tolerance keeps an exact integer from rounding up
+
+
+# --------------------------------------------------------------------------- latency
+
+BOOTSTRAP_RESAMPLES = 2_000  # the 95% limits then move by a few percent of the interval's width from seed to seed
+BOOTSTRAP_BATCH = 200  # resamples drawn per step: memory stays ~ 200 x n indices, whatever the resample count
+
+
+def _latencies(name: str, values: object) -> np.ndarray:
+    """A non-empty 1-D float64 array of finite, positive milliseconds (a ratio of medians needs both > 0)."""
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size == 0:
+        raise DataError(f"{name}: no latencies; expected at least one timed call")
+    if not np.isfinite(x).all():
+        raise DataError(f"{name}: contains NaN or inf; expected finite latencies")
+    if not (x > 0).all():
+        raise DataError(f"{name}: contains a latency <= 0 ({float(x.min())!r}); expected positive durations")
+    return x
+
+
+def latency_ratio(a_ms: object, b_ms: object, confidence: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                  seed: int = 0) -> Interval:
+    """Is artifact A slower than B, in one process each? median(A) / median(B) over their calls, with a two-sided
+    percentile bootstrap interval.
+
+    Why a ratio of medians: a latency sample is skewed (a few slow calls from the scheduler or a
+    cache miss), the median ignores those, and a ratio reads the same on a Pi and on a laptop.
+    An interval entirely above 1 says A is slower in this run, entirely below 1 that it is faster.
+
+    Method: the percentile interval of Efron & Tibshirani (1993, *An Introduction to the
+    Bootstrap*, Chapman & Hall, ch. 13): each sample is resampled with replacement on its own
+    (the samples are not paired), the ratio of medians is computed on each of ``resamples``
+    pairs of resamples, and the limits are the (1 - c)/2 and (1 + c)/2 quantiles (numpy's linear
+    interpolation) of those ratios. The generator is numpy's ``default_rng(seed)``, drawing the
+    indices of A then of B for every batch of BOOTSTRAP_BATCH resamples, the order of
+    ``scipy.stats.bootstrap(..., method="percentile", batch=BOOTSTRAP_BATCH)``: the same seed gives
+    the same interval as scipy, and the same answer on every call.
+
+    Assumes: the calls within each sample are independent draws from one distribution (as
+    :func:`runtime.timing.time_calls` takes them). It sees only call-to-call variation: fresh
+    processes of one file differ by more than that (thread placement, memory layout, frequency),
+    so with several processes of each file use :func:`process_latency_ratio`. Percentile intervals
+    of a median cover less than nominal for very small samples (under ~20 calls).
+    """
+    a, b = _latencies("a_ms", a_ms), _latencies("b_ms", b_ms)
+    _z(confidence)  # validates it; the bootstrap needs only the tail probability
+    if isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)) or resamples < 1:
+        raise DataError(f"resamples must be an integer of 1 or more, e.g. {BOOTSTRAP_RESAMPLES}; got {resamples!r}")
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(int(resamples), dtype=np.float64)
+    for start in range(0, int(resamples), BOOTSTRAP_BATCH):
+        k = min(BOOTSTRAP_BATCH, int(resamples) - start)
+        ia = rng.integers(0, a.size, (k, a.size))
+        ib = rng.integers(0, b.size, (k, b.size))
+        ratios[start:start + k] = np.median(a[ia], axis=-1) / np.median(b[ib], axis=-1)
+    tail = (1.0 - float(confidence)) / 2.0
+    low, high = np.percentile(ratios, [100.0 * tail, 100.0 * (1.0 - tail)])
+    value = float(np.median(a) / np.median(b))
+    return Interval(value, float(low), float(high), "percentile bootstrap (Efron & Tibshirani 1993)")
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` (> 0, not necessarily whole) degrees of freedom.
+
+    From P(|T| > t) = I_{df/(df + t^2)}(df/2, 1/2) and the inverse of the regularized incomplete
+    beta function (:func:`_beta_quantile`); checked against scipy.stats.t.ppf in tests/test_stats.py.
+    """
+    if not 0.0 < p < 1.0 or not df > 0.0:
+        raise DataError(f"t quantile: p must be in (0, 1) and df > 0; got p={p!r}, df={df!r}")
+    if p == 0.5:
+        return 0.0
+    tail = 2.0 * min(p, 1.0 - p)  # two-sided tail of |T|
+    x = _beta_quantile(df / 2.0, 0.5, tail, tail)
+    t = math.sqrt(df * (1.0 - x) / x)
+    return t if p > 0.5 else -t
+
+
+def process_latency_ratio(a_p50_ms: object, b_p50_ms: object, confidence: float = 0.95) -> Interval:
+    """Is artifact A slower than B, each timed in several fresh processes? The ratio of the geometric means of each
+    process's p50, with Welch's t interval on their logs (Welch 1947, Biometrika 34:28).
+
+    Each fresh process is one measurement: 6 processes of one 75x75 file, 30 calls each, differed in p50
+    by up to 1.79x (docs/benchmarks.md), far beyond what the calls within one process show, so an interval
+    from calls alone (:func:`latency_ratio`) calls a file slower than itself. Logs, because latencies
+    scale: the ratio is what travels between machines, and process-to-process spread is roughly a
+    constant factor. With few processes the t interval is wide, as it should be; it is exact if the log
+    p50s are normal, and it needs at least two processes of each.
+    """
+    a, b = np.log(_latencies("a_p50_ms", a_p50_ms)), np.log(_latencies("b_p50_ms", b_p50_ms))
+    _z(confidence)  # validates it
+    if a.size < 2 or b.size < 2:
+        raise DataError(f"process_latency_ratio: {a.size} and {b.size} processes; expected at least 2 of each "
+                        "(one process says nothing of how processes differ: use latency_ratio on its calls)")
+    diff = float(a.mean() - b.mean())
+    va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
+    se = math.sqrt(va + vb)
+    method = "Welch t on log p50 per process (Welch 1947)"
+    if se == 0.0:
+        return Interval(math.exp(diff), math.exp(diff), math.exp(diff), method)
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = t_quantile(0.5 + float(confidence) / 2.0, df) * se
+    return Interval(math.exp(diff), math.exp(diff - half), math.exp(diff + half), method)

@@ -36,12 +36,12 @@ def trained75(request, tmp_path_factory):
         model_cache_root,
         reference_train_config,
     )
-    from train.card import read_card
+    from train.card import ModelCard
     from train.pipeline import TrainResult
 
     out = cached_trained_model(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
     cfg = replace(reference_train_config(REFERENCE_DATA, out), overwrite=True)
-    return cfg, TrainResult(out, read_card(out))
+    return cfg, TrainResult(out, ModelCard.load(out))
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def exported75(request, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def hard75(request, tmp_path_factory) -> Path:
     """The reference model with one tensor made hard to quantize (``benchmarks.hard_case``), exported plain int8
-    (written whatever its drift) and with ``--fallback auto``, for TFLite and this CPU's ONNX preset; cached."""
+    (written whatever its drift) and with ``--fallback auto``, for TFLite and ONNX; cached."""
     from benchmarks.reference import cached_hard_case, model_cache_root
 
     return cached_hard_case(model_cache_root(request.config, tmp_path_factory), REFERENCE_DATA)
@@ -71,11 +71,10 @@ def model_dir(exported75, tmp_path_factory):
 
 
 def _published(path: Path):
-    import json
-
     from export.session import ExportResult
+    from export.sidecar import Sidecar
 
-    return ExportResult(path, json.loads(path.with_name(path.name + ".json").read_text(encoding="utf-8")))
+    return ExportResult(path, Sidecar.load(path.with_name(path.name + ".json")))
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +85,7 @@ def tflite_result(model_dir):
 
 @pytest.fixture(scope="session")
 def onnx_results(model_dir):
-    """fp32, then the int8 file (model_int8.onnx; the x86 target writes the same graph under another name)."""
+    """fp32, then int8 (model_int8.onnx)."""
     return [_published(model_dir / name) for name in ("model_fp32.onnx", "model_int8.onnx")]
 
 

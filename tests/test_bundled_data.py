@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -63,13 +62,16 @@ def test_a_damaged_install_is_refused(tmp_path, monkeypatch):
 
 
 def test_a_card_naming_bundled_data_finds_it_wherever_the_package_lives(tmp_path):
-    from export.source import ModelSource, open_training_data
+    from dataclasses import replace
 
-    card = {"data": {"bundled": "pneumoniamnist", "path": "/elsewhere/on/another/machine.npz",
-                     "files": [{"path": "/elsewhere/on/another/machine.npz", "sha256": PNEUMONIAMNIST.sha256}]}}
+    from export.source import ModelSource, open_training_data
+    from train.card import DataFile, DataRecord, ModelCard
+
+    elsewhere = "/elsewhere/on/another/machine.npz"
+    card = ModelCard("saved_model", 75, 1, ("normal", "pneumonia"), (), {},
+                     DataRecord(elsewhere, "pneumoniamnist", (28, 28), (DataFile(elsewhere, PNEUMONIAMNIST.sha256),)))
     source = ModelSource(tmp_path, card, tmp_path, None)  # type: ignore[arg-type]
     assert open_training_data(source, None).bundled == "pneumoniamnist"
-    changed = json.loads(json.dumps(card))
-    changed["data"]["files"][0]["sha256"] = "0" * 64
+    changed = replace(card, data=replace(card.data, files=(DataFile(elsewhere, "0" * 64),)))
     with pytest.raises(DataError, match="sha256 differs from the model card's 000000000000"):
         open_training_data(ModelSource(tmp_path, changed, tmp_path, None), None)  # type: ignore[arg-type]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import gc
+import io
 import json
+import re
 import subprocess
 import sys
 import tracemalloc
@@ -21,7 +23,7 @@ import pytest
 from PIL import Image
 
 from runtime.classifier import Classifier, Prediction
-from runtime.errors import ConfigError, DataError
+from runtime.errors import ConfigError, DataError, OutputError
 from runtime.explain import OcclusionConfig, evaluations_for, occlusion_map
 from runtime.folder import ROW_FIELDS, SOME_FAILED_EXIT, iter_entries, predict_files
 from runtime.parity import area_resize, centre_crop, check_parity, to_training_size
@@ -63,6 +65,26 @@ def test_crop_keeps_the_centre_at_the_training_aspect_and_stretch_does_not():
     assert to_training_size(big, (28, 28), "off") is big
     with pytest.raises(ConfigError, match="--parity 'on'"):
         check_parity("on")
+
+
+def test_images_smaller_than_the_training_size_in_either_direction_are_left_alone_in_every_mode():
+    for shape in ((20, 40), (40, 20)):  # 20x40 used to be cropped to 20x20 in crop mode
+        small = np.arange(shape[0] * shape[1], dtype=np.uint8).reshape(shape)
+        for parity in ("crop", "stretch"):
+            assert to_training_size(small, (28, 28), parity) is small, (shape, parity)
+    # at least the training size both ways: crop still takes the centre 56x56 of 56x84, then 2x2 means
+    original = np.arange(28 * 28, dtype=np.float32).reshape(28, 28)
+    wide = np.pad(np.kron(original, np.ones((2, 2), dtype=np.float32)), ((0, 0), (14, 14)), constant_values=-1)
+    assert wide.shape == (56, 84)
+    cropped = to_training_size(wide, (28, 28), "crop")
+    assert cropped.shape == (28, 28) and np.array_equal(cropped, original)
+    # stretch area-averages all 84 columns: 3 input columns per output column, the bands included
+    stretched = to_training_size(wide, (28, 28), "stretch")
+    assert stretched.shape == (28, 28) and stretched[0, 0] == pytest.approx(-1.0)  # columns 0-2: all band
+    assert stretched[0, 5] == pytest.approx((original[0, 0] * 1 + original[0, 1] * 2) / 3)  # columns 15-17
+    # 28 rows by 30 columns, one row too few to average: crop trims it to 28x28, the centre columns 1-28
+    narrow = np.arange(28 * 30, dtype=np.uint8).reshape(28, 30)
+    assert np.array_equal(to_training_size(narrow, (28, 28), "crop"), narrow[:, 1:29])
 
 
 def test_the_classifier_applies_parity_by_default(model_dir, test_images):
@@ -129,6 +151,66 @@ def test_output_is_atomic_and_missing_inputs_are_usage_errors(tmp_path):
     assert out.read_text() == "previous\n" and not list(tmp_path.glob(".rows.jsonl.*"))
     with pytest.raises(DataError, match="gone.png: no such image file or folder"):
         predict_files(_Stub(), [str(tmp_path / "gone.png")], progress=None)  # type: ignore[arg-type]
+
+
+def test_an_out_file_inside_the_folder_is_not_a_row_and_progress_stops_at_its_total(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a1.png", "a2.png"):
+        (folder / name).write_bytes(b"")
+    out = folder / "rows.csv"
+    out.write_text("a previous run's rows\n")
+    (folder / ".rows.csv.k1ll3d.tmp").write_text("left by a killed run")
+    progress = io.StringIO()
+    summary = predict_files(_Stub(), [str(folder)], out=out, kind="csv", progress=0.0, stderr=progress)  # type: ignore[arg-type]
+    assert [Path(r["path"]).name for r in csv.DictReader(out.open())] == ["a1.png", "a2.png"]
+    assert (summary.files, summary.positive, summary.negative, summary.skipped) == (2, 1, 1, 0)
+    assert progress.getvalue().splitlines()[-1].startswith("2/2 files (100%)"), progress.getvalue()
+    assert sorted(p.name for p in folder.iterdir()) == [".rows.csv.k1ll3d.tmp", "a1.png", "a2.png", "rows.csv"]
+
+
+def _predict_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m runtime predict`` with a model that does not exist: a mistake reported before the model loads
+    names its culprit, not the model."""
+    return subprocess.run([sys.executable, "-m", "runtime", "predict", "gone.tflite", *args], check=False,
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_a_folder_without_an_image_is_a_usage_error_before_the_model_loads(tmp_path):
+    empty, notes = tmp_path / "empty", tmp_path / "notes"
+    (notes / "sub").mkdir(parents=True)
+    empty.mkdir()
+    (notes / "readme.txt").write_text("no images here")
+    (notes / "sub" / "x1.png").write_bytes(b"")
+    in_subfolder = "2 files found, 2 skipped; subfolders are entered only with --recursive"
+    with pytest.raises(DataError, match=re.escape(f"notes: no image or DICOM file to classify ({in_subfolder})")):
+        predict_files(_Stub(), [str(notes)], progress=None)  # type: ignore[arg-type]
+    assert predict_files(_Stub(), [str(notes)], recursive=True, progress=None).files == 2  # type: ignore[arg-type]
+    for folder, found in ((empty, "0 files found, 0 skipped"), (notes, in_subfolder)):
+        proc = _predict_cli(str(folder), "--out", str(tmp_path / "rows.csv"))
+        assert proc.returncode == 2 and not proc.stdout, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line == (f"error: {folder}: no image or DICOM file to classify ({found}); expected image files "
+                        "(PNG, JPEG, ...) or DICOM files"), line
+    assert not (tmp_path / "rows.csv").exists()
+
+
+def test_an_out_that_cannot_be_written_is_a_usage_error_before_the_model_loads(tmp_path, monkeypatch):
+    (tmp_path / "x1.png").write_bytes(b"")
+    (tmp_path / "rows.csv").mkdir()
+    for out, said in ((tmp_path / "rows.csv", f"--out {tmp_path / 'rows.csv'}: is a folder; expected a file name"),
+                      (tmp_path / "missing" / "rows.csv", (f"--out {tmp_path / 'missing' / 'rows.csv'}: "
+                       f"{tmp_path / 'missing'} does not exist; expected a file in an existing folder"))):
+        proc = _predict_cli(str(tmp_path / "x1.png"), "--out", str(out))
+        assert proc.returncode == 2 and not proc.stdout, proc.stderr
+        (line,) = proc.stderr.splitlines()
+        assert line.startswith(f"error: {said}"), line
+        with pytest.raises(OutputError, match=re.escape(said)):
+            predict_files(_Stub(), [str(tmp_path / "x1.png")], out=out, kind="csv", progress=None)  # type: ignore[arg-type]
+    # a folder this user cannot write to (tests may run as root, whom permissions never stop: ask os.access)
+    monkeypatch.setattr("os.access", lambda path, mode: False)
+    with pytest.raises(OutputError, match=re.escape(f"--out {tmp_path / 'ok.csv'}: folder {tmp_path} is not writable")):
+        predict_files(_Stub(), [str(tmp_path / "x1.png")], out=tmp_path / "ok.csv", kind="csv", progress=None)  # type: ignore[arg-type]
 
 
 def test_memory_per_file_is_flat_over_10000_files(tmp_path):

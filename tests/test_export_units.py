@@ -14,12 +14,13 @@ from export.calibration import balanced_draw, calibration_split, draw_calibratio
 from export.config import DriftLimits, OnnxExportConfig, TFLiteExportConfig
 from export.publish import check_destination, publish, rejected_path, sidecar_path, staged_file
 from export.session import ExportSession
+from export.report import ImageUse
+from export.splits import LabelledPixels
 from export.verify import compare_split, drift_failures
 from runtime.artifact_metadata import (
     METADATA_KEY,
     onnx_metadata_props,
-    read_artifact,
-    read_artifact_metadata,
+    read_artifact_document,
     tflite_metadata_entries,
 )
 from runtime.classifier import verify_sidecar
@@ -30,7 +31,7 @@ from runtime.integrity import seal, verify_content, with_placeholder
 
 from conftest import write_npz
 
-POINTS = [{"name": "youden", "threshold": 0.5}, {"name": "high_sensitivity", "threshold": 0.3}]
+POINTS = {"youden": 0.5, "high_sensitivity": 0.3}
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -54,10 +55,10 @@ def test_configs_round_trip_and_name_their_artifacts():
     assert t.artifact_name == "model_int8.tflite"
     assert TFLiteExportConfig(model="m", input_type="int8").artifact_name == "model_int8_int8input.tflite"
     assert TFLiteExportConfig(model="m", mode="float16").artifact_name == "model_float16.tflite"
-    o = OnnxExportConfig(model="m", target="x86", max_drift=None)
+    o = OnnxExportConfig(model="m", max_drift=None)
     assert OnnxExportConfig.from_dict(o.to_dict()) == o
-    assert (o.fp32_name, o.int8_name) == ("model_fp32.onnx", "model_int8_x86.onnx")
-    assert OnnxExportConfig(model="m").int8_name == "model_int8.onnx"
+    assert (o.fp32_name, o.int8_name) == ("model_fp32.onnx", "model_int8.onnx")
+    assert OnnxExportConfig(model="m", fallback="auto").int8_name == "model_int8_fallback.onnx"
     assert OnnxExportConfig(model="m", calibration_method="minmax").int8_name == "model_int8_minmax.onnx"
 
 
@@ -80,12 +81,22 @@ def test_tflite_config_refuses(kwargs, flag):
         TFLiteExportConfig(model="m", **kwargs)
 
 
-@pytest.mark.parametrize("kwargs,flag", [
-    ({"target": "arm"}, "--target"), ({"calibration_method": "mse"}, "--calibration-method"), ({"opset": 13}, "--opset"),
-])
+@pytest.mark.parametrize("kwargs,flag", [({"calibration_method": "mse"}, "--calibration-method"), ({"opset": 13}, "--opset")])
 def test_onnx_config_refuses(kwargs, flag):
     with pytest.raises(ConfigError, match=flag):
         OnnxExportConfig(model="m", **kwargs)
+
+
+def test_a_sidecar_config_from_before_the_targets_converged_still_reads():
+    """``target`` (pi or x86) once chose the activation type; both wrote the same graph since, so it is read and ignored."""
+    from export.config import config_of_kind
+
+    old = {"kind": "onnx", **OnnxExportConfig(model="m").to_dict(), "target": "x86"}
+    assert config_of_kind(old) == OnnxExportConfig(model="m")
+    with pytest.raises(ConfigError, match="unknown keys \\['target'\\]"):
+        TFLiteExportConfig.from_dict({"model": "m", "target": "x86"})  # retired for ONNX only
+    with pytest.raises(ConfigError, match="export config kind 'coreml'"):
+        config_of_kind({"kind": "coreml", "model": "m"})
 
 
 def test_config_refuses_unknown_keys():
@@ -146,7 +157,9 @@ def test_the_agreement_pool_never_holds_a_calibration_image(fake_model, calibrat
     session = ExportSession.open(cfg, [cfg.int8_name], needs_calibration=True)
     drawn = session.calibration().record["indices"]
     used = drawn if calibration_data is None or calibration_data.endswith(".npz") else [cut[i] for i in drawn]
-    assert len(set(used)) == 6 and sorted(session._pool.tolist()) == sorted(set(range(len(train))) - set(used))
+    assert session._pools is not None and list(session._pools) == ["train_unused"]
+    pool = session._pools["train_unused"]
+    assert len(set(used)) == 6 and sorted(pool.tolist()) == sorted(set(range(len(train))) - set(used))
     assert rows_holding(train.images, train.images[:0]).size == 0
     assert rows_holding(train.images, train.images[:2].astype(np.float32)).size == 0  # another dtype shares no row
 
@@ -157,8 +170,8 @@ def test_identical_outputs_pass_and_report_zero_drift():
     y = np.repeat([0, 1], 100)
     logits = rng.normal(size=200) + 1.5 * y
     report = compare_split(y, logits, logits.copy(), POINTS)
-    assert report["delta_auc"] == 0.0 and report["max_abs_delta_probability"] == 0.0
-    assert all(p["agreement"] == 1.0 for p in report["operating_points"].values())
+    assert report.delta_auc == 0.0 and report.drift.max_abs_delta_probability == 0.0
+    assert all(p.agreement == 1.0 for p in report.points.values())
     assert drift_failures({"test": report}, DriftLimits()) == []
 
 
@@ -168,8 +181,8 @@ def test_drift_failures_name_split_point_metric_and_bound():
     candidate = reference.copy()
     candidate[np.flatnonzero(y == 1)[:5]] = -3.0  # five positives pushed below every threshold
     report = compare_split(y, reference, candidate, POINTS)
-    assert report["operating_points"]["youden"]["delta_sensitivity"] == pytest.approx(-0.1)
-    assert report["operating_points"]["youden"]["agreement"] == pytest.approx(0.95)
+    assert report.points["youden"].delta("sensitivity") == pytest.approx(-0.1)
+    assert report.points["youden"].agreement == pytest.approx(0.95)
     failures = drift_failures({"val": report}, DriftLimits())
     assert "val/youden |delta sensitivity| 0.1000 > 0.02" in failures
     assert "val/youden agreement 0.9500 < 0.97" in failures
@@ -178,8 +191,6 @@ def test_drift_failures_name_split_point_metric_and_bound():
 
 def _flipped_split(name: str, n_per_class: int, lost: int, gained: int, seed: int):
     """A split where the artifact flips ``lost`` positives to negative and ``gained`` negatives to positive at p=0.5."""
-    from export.verify import LabelledPixels
-
     rng = np.random.default_rng(seed)
     y = np.repeat([0, 1], n_per_class)
     reference = np.where(y == 1, 1.0, -1.0) * rng.uniform(0.3, 3.0, y.size)  # every float decision is right
@@ -189,7 +200,11 @@ def _flipped_split(name: str, n_per_class: int, lost: int, gained: int, seed: in
     return LabelledPixels(name, np.zeros((0,)), y), reference, candidate
 
 
-ONE_POINT = [{"name": "youden", "threshold": 0.5}]
+ONE_POINT = {"youden": 0.5}
+
+
+def _every_split_judges(data) -> ImageUse:
+    return ImageUse((), tuple(d.name for d in data), {d.name: d.labels01.size for d in data})
 
 
 def _verdict(splits, gate: str, limits: DriftLimits | None = None):
@@ -197,7 +212,7 @@ def _verdict(splits, gate: str, limits: DriftLimits | None = None):
 
     data = [d for d, _, _ in splits]
     return verify_artifact({d.name: c for d, _, c in splits}, data, {d.name: r for d, r, _ in splits}, ONE_POINT,
-                           limits or DriftLimits(), gate)
+                           limits or DriftLimits(), _every_split_judges(data), gate)
 
 
 def test_one_image_flips_the_point_rule_but_not_the_noninferiority_gate():
@@ -205,24 +220,24 @@ def test_one_image_flips_the_point_rule_but_not_the_noninferiority_gate():
     test = _flipped_split("test", 234, 2, 2, 1)
     passing = [_flipped_split("val", 135, 2, 2, 0), test, pool]  # val agreement 266/270 = 0.9852
     failing = [_flipped_split("val", 135, 3, 3, 0), test, pool]  # one more lost and gained: 264/270 = 0.9778
-    assert _verdict(passing, "point")["passed"] and not _verdict(failing, "point")["passed"]
+    assert _verdict(passing, "point").passed and not _verdict(failing, "point").passed
     for splits in (passing, failing):
         report = _verdict(splits, "noninferiority")
-        assert report["passed"], report["failures"]
-        assert report["gate"]["splits"] == ["val", "test", "train_unused"] and report["gate"]["n"] == 2 * (135 + 234 + 1114)
-        assert report["gate"]["one_image"]["sensitivity"] == 1 / (135 + 234 + 1114)
+        assert report.passed, report.failures
+        assert report.gate.splits == ("val", "test", "train_unused") and report.gate.n == 2 * (135 + 234 + 1114)
+        assert report.gate.one_image is not None and report.gate.one_image.sensitivity == 1 / (135 + 234 + 1114)
 
 
 def test_noninferiority_refuses_a_real_loss_and_an_unproven_one():
     lossy = [_flipped_split("val", 135, 8, 0, 0), _flipped_split("test", 234, 12, 0, 1), _flipped_split("train_unused", 1114, 56, 0, 2)]
     report = _verdict(lossy, "noninferiority")  # 76 of 1483 positives lost: sensitivity -0.051
-    assert not report["passed"]
-    line = next(f for f in report["failures"] if "sensitivity" in f)
+    assert not report.passed
+    line = next(f for f in report.failures if "sensitivity" in f)
     assert line.startswith("val+test+train_unused/youden sensitivity loss up to 0.06") and "76 lost, 0 gained of 1483" in line
     # 270 images with one flip each way pass the point rule, yet cannot show a 0.02 margin: the gate refuses
     small = [_flipped_split("val", 135, 1, 1, 0)]
-    assert _verdict(small, "point")["passed"]
-    assert not _verdict(small, "noninferiority")["passed"]
+    assert _verdict(small, "point").passed
+    assert not _verdict(small, "noninferiority").passed
 
 
 def test_the_summary_line_says_not_judged_without_limits():
@@ -231,8 +246,8 @@ def test_the_summary_line_says_not_judged_without_limits():
 
     small = [_flipped_split("val", 135, 1, 1, 0)]  # refused by the gate at the default limits (above)
     data, reference, outputs = [small[0][0]], {"val": small[0][1]}, {"val": small[0][2]}
-    judged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, DriftLimits()))
-    unjudged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, None))
+    judged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, DriftLimits(), _every_split_judges(data)))
+    unjudged = summary_line(verify_artifact(outputs, data, reference, ONE_POINT, None, _every_split_judges(data)))
     assert judged.endswith(": FAILED (2 beyond limits)")  # a sensitivity and a specificity bound of 0.0408
     assert unjudged.endswith(": not judged (--max-drift none)") and "within limits" not in unjudged
     assert judged.split(": ")[0] == unjudged.split(": ")[0]  # the same figures either way
@@ -243,16 +258,23 @@ def test_shortfall_is_the_distance_of_the_worst_bound_beyond_its_limit():
 
     splits = [_flipped_split("val", 135, 2, 2, 0), _flipped_split("train_unused", 1114, 6, 6, 2)]
     report = _verdict(splits, "noninferiority")
-    gate = report["gate"]["operating_points"]["youden"]
-    expected = max(-gate["sensitivity_change"]["low"] - 0.02, -gate["specificity_change"]["low"] - 0.02,
-                   0.98 - gate["agreement_interval"]["low"], -report["gate"]["auc_change"]["low"] - 0.01)
-    assert shortfall(report, DriftLimits()) == pytest.approx(expected) and expected <= 0 and report["passed"]
+    gate = report.gate.points["youden"]
+    assert report.gate.auc_change is not None
+    terms = {"sensitivity": -gate.sensitivity_change.low - 0.02, "specificity": -gate.specificity_change.low - 0.02,
+             "agreement": 0.97 - gate.agreement_interval.low, "auc": -report.gate.auc_change.low - 0.01}
+    assert shortfall(report.gate, report.splits, DriftLimits()) == pytest.approx(max(terms.values()))
+    assert max(terms.values()) <= 0 and report.passed
     strict = _verdict(splits, "noninferiority", DriftLimits(agreement=0.999))
-    assert shortfall(strict, DriftLimits(agreement=0.999)) == pytest.approx(0.999 - gate["agreement_interval"]["low"])
-    assert 0.999 - gate["agreement_interval"]["low"] > 0
-    assert not strict["passed"]
+    assert shortfall(strict.gate, strict.splits, DriftLimits(agreement=0.999)) == pytest.approx(0.999 - gate.agreement_interval.low)
+    assert 0.999 - gate.agreement_interval.low > 0 and not strict.passed
+    # the point rule judges val alone (the pool is not a held-out split): 2 of 135 positives lost and 2 of 135
+    # negatives gained put sensitivity and specificity 0.0052 inside their 0.02; agreement 266/270 is 0.0152 inside 0.97
     point = _verdict(splits, "point")
-    assert shortfall(point, DriftLimits()) == pytest.approx(0.98 - 266 / 270)  # val only: the pool is not held out
+    observed = {"sensitivity": 2 / 135 - 0.02, "specificity": 2 / 135 - 0.02, "agreement": 0.97 - 266 / 270}
+    assert observed["agreement"] < observed["sensitivity"]  # so the shortfall is the rate's term, not agreement's
+    assert shortfall(point.gate, point.splits, DriftLimits()) == pytest.approx(max(observed.values()), abs=1e-12)
+    looser = DriftLimits(sensitivity=0.1, specificity=0.1, auc=0.1)  # now agreement's term is the worst
+    assert shortfall(point.gate, point.splits, looser) == pytest.approx(0.97 - 266 / 270, abs=1e-12)
 
 
 def test_the_benchmark_flags_only_drift_its_split_shows():
@@ -275,13 +297,12 @@ def _sealed_onnx(tag: str) -> bytes:
 def test_publish_renames_into_place_and_writes_the_sidecar(tmp_path):
     dest = tmp_path / "model_int8.onnx"
     blob = _sealed_onnx("new")
+    sidecar = {"artifact": "model_int8.onnx", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob)}
     with staged_file(dest) as staged:
         staged.write_bytes(blob)
-        sidecar = publish(staged, dest, {"verification": {"passed": True}})
+        publish(staged, dest, sidecar)
     assert dest.read_bytes() == blob and not staged.exists()
-    on_disk = json.loads(sidecar_path(dest).read_text())
-    assert on_disk == sidecar and on_disk["bytes"] == len(blob) and on_disk["artifact"] == "model_int8.onnx"
-    assert on_disk["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert json.loads(sidecar_path(dest).read_text()) == sidecar
     assert oct(dest.stat().st_mode & 0o777) == oct(0o666 & ~_umask())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
@@ -291,7 +312,7 @@ def test_publish_refuses_an_unsealed_file(tmp_path):
     with staged_file(dest) as staged:
         staged.write_bytes(_onnx_with_metadata({"metadata_version": 1}))
         with pytest.raises(RuntimeError, match="without its content digest"):
-            publish(staged, dest, {"verification": {"passed": True}})
+            publish(staged, dest, {})
     assert not dest.exists()
 
 
@@ -314,8 +335,8 @@ def test_publishing_stopped_between_steps_never_pairs_a_file_with_another_checks
         with monkeypatch.context() as m:
             m.setattr(*((os, "replace") if stop_at == "artifact rename" else (publish_module, "atomic_write_json")), killed)
             with pytest.raises(_Killed):
-                publish(staged, dest, {"verification": {"passed": True}})
-    data, meta = read_artifact(dest)
+                publish(staged, dest, {})
+    data, meta = read_artifact_document(dest)
     assert meta["tag"] == left and verify_content(data, meta, str(dest))
     assert not sidecar_path(dest).exists()  # the stale checksum went first
     assert verify_sidecar(dest, data) is False  # and the runtime loads a file without one
@@ -327,9 +348,9 @@ def test_a_failed_verification_leaves_the_previous_artifact(tmp_path):
     with staged_file(dest) as staged:
         staged.write_bytes(b"drifting model")
         with pytest.raises(DriftError, match="model_int8.onnx: drift beyond --max-drift, not written \\(1 failures: test/youden"):
-            publish(staged, dest, {"verification": {"passed": False, "failures": ["test/youden agreement 0.9 < 0.98"]}})
+            publish(staged, dest, {"report": "refused"}, failures=["test/youden agreement 0.9 < 0.98"])
     assert dest.read_bytes() == b"previous" and not sidecar_path(dest).exists()
-    assert json.loads(rejected_path(dest).read_text())["verification"]["passed"] is False
+    assert json.loads(rejected_path(dest).read_text()) == {"report": "refused"}
     assert DriftError("x").exit_code == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.onnx", "model_int8.onnx.rejected.json"]
 
@@ -382,7 +403,7 @@ def test_onnx_metadata_reads_back_without_onnx(tmp_path):
     assert onnx_metadata_props(blob, "m.onnx")["other"] == "1"
     path = tmp_path / "m.onnx"
     path.write_bytes(blob)
-    assert read_artifact_metadata(path) == {"class_names": ["normal", "pneumonia"], "image_size": 75}
+    assert read_artifact_document(path)[1] == {"class_names": ["normal", "pneumonia"], "image_size": 75}
 
 
 @pytest.mark.parametrize("content,suffix,message", [
@@ -396,7 +417,7 @@ def test_metadata_reader_refuses_broken_files(tmp_path, content, suffix, message
     path = tmp_path / f"m{suffix}"
     path.write_bytes(content)
     with pytest.raises(ModelFileError, match=message):
-        read_artifact_metadata(path)
+        read_artifact_document(path)
 
 
 def test_truncated_onnx_with_metadata_is_refused(tmp_path):
@@ -404,7 +425,7 @@ def test_truncated_onnx_with_metadata_is_refused(tmp_path):
     path = tmp_path / "m.onnx"
     path.write_bytes(blob[: len(blob) - 7])
     with pytest.raises(ModelFileError, match="m.onnx"):
-        read_artifact_metadata(path)
+        read_artifact_document(path)
 
 
 def test_tflite_reader_on_a_flatbuffer_without_metadata():

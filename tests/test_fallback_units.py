@@ -70,7 +70,7 @@ def test_search_stops_at_the_first_step_within_limits():
 
     def build(nodes, step):
         built.append(list(nodes))
-        return Path(f"step{step}"), {"step": step}
+        return Step(Path(f"step{step}"), list(nodes), model=None)
 
     def judge(path):  # t0 helps a little, t1 makes it pass
         nodes = built[-1]
@@ -89,7 +89,7 @@ def test_a_step_that_does_not_help_goes_back_to_int8():
 
     def build(nodes, step):
         built.append(list(nodes))
-        return Path(f"step{step}"), {}
+        return Step(Path(f"step{step}"), list(nodes), model=None)
 
     def judge(path):  # t0 and t2 are noise (the shortfall does not shrink); t1 and t3 help, t3 passes
         nodes = built[-1]
@@ -111,7 +111,7 @@ def test_search_skips_layers_already_float_and_respects_max_layers():
 
     def build(nodes, step):
         calls.append(step)
-        return Path(f"s{step}"), {}
+        return Step(Path(f"s{step}"), list(nodes), model=None)
 
     # layer 1's group is already float after layer 0: no step spent on it
     groups = {"t0": ["t0", "t1"], "t1": ["t1"], "t2": ["t2"], "t3": ["t3"], "t4": ["t4"]}
@@ -124,16 +124,17 @@ def test_search_skips_layers_already_float_and_respects_max_layers():
 
 
 def test_plain_int8_within_limits_needs_no_step():
-    outcome = search(_layers(3), lambda layer: [layer.tensor], lambda nodes, step: (Path("p"), {}), lambda p: ([], -0.01),
-                     max_layers=4)
+    outcome = search(_layers(3), lambda layer: [layer.tensor], lambda nodes, step: Step(Path("p"), list(nodes), model=None),
+                     lambda p: ([], -0.01), max_layers=4)
     assert outcome.passed and len(outcome.steps) == 1 and outcome.float_layers == []
 
 
 def test_the_report_gives_each_layer_its_latency_cost():
-    steps = [Step(Path("a"), [], None, [], ["x"], p50_ms=10.0, shortfall=0.01),
-             Step(Path("b"), ["n0"], _layers(1)[0], ["n0"], ["x"], p50_ms=None, shortfall=0.02, kept=False),
-             Step(Path("c"), ["n1", "n2"], _layers(2)[1], ["n1", "n2"], [], p50_ms=10.75, shortfall=-0.001)]
-    report = FallbackOutcome(steps).report(max_layers=8, threads=2)
+    steps = [Step(Path("a"), [], None, failures=["x"], p50_ms=10.0, shortfall=0.01),
+             Step(Path("b"), ["n0"], None, layer=_layers(1)[0], added=["n0"], failures=["x"], p50_ms=None, shortfall=0.02,
+                  kept=False),
+             Step(Path("c"), ["n1", "n2"], None, layer=_layers(2)[1], added=["n1", "n2"], p50_ms=10.75, shortfall=-0.001)]
+    report = FallbackOutcome(steps).report(max_layers=8, threads=2, selection_splits=("val",))
     assert report["layers_kept_float"] == ["layer1"] and report["float_nodes"] == ["n1", "n2"]
     # the cost is against the last step kept (plain int8), not the step tried and dropped
     assert report["steps"][2]["latency_cost_ms"] == 0.75 and report["steps"][0]["latency_cost_ms"] is None
@@ -167,7 +168,7 @@ def test_config_fallback_fields_names_and_refusals():
     assert TFLiteExportConfig.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     assert t.artifact_name == "model_int8_fallback.tflite"
     assert TFLiteExportConfig(model="m", fallback="auto", input_type="int8").artifact_name == "model_int8_int8input_fallback.tflite"
-    assert OnnxExportConfig(model="m", target="x86", fallback="auto").int8_name == "model_int8_x86_fallback.onnx"
+    assert OnnxExportConfig(model="m", calibration_method="minmax", fallback="auto").int8_name == "model_int8_minmax_fallback.onnx"
     assert OnnxExportConfig(model="m", fallback="auto").fp32_name == "model_fp32.onnx"  # the fp32 model is shared
     for kwargs, flag in [({"fallback": "always"}, "--fallback 'always'"), ({"fallback_max_layers": 0}, "--fallback-max-layers 0"),
                          ({"layer_report_images": -1}, "--layer-report-images -1"),
@@ -179,35 +180,48 @@ def test_config_fallback_fields_names_and_refusals():
     assert TFLiteExportConfig(model="m", max_drift=DriftLimits()).fallback == "off"
 
 
-def test_the_int8_driver_calibrates_once_and_counts_it_in_the_conversion_time(monkeypatch, tmp_path):
-    """Both exporters hand their calibration to :func:`export.int8.quantize`, which times it with the builds."""
+def test_the_int8_driver_owns_bias_correction_and_counts_calibration_in_the_conversion_time(monkeypatch, tmp_path):
+    """Both formats hand the driver (:func:`export.int8.quantize`) a calibrated builder; the driver measures each build's
+    logit shift on the calibration images, has the format remove it, and times the whole recipe from calibration on."""
     import export.int8 as driver
-    from export.calibration import CalibrationSample
-    from export.int8 import Int8Format, quantize
+    from export.int8 import quantize
 
     clock = [100.0]
     monkeypatch.setattr(driver.time, "perf_counter", lambda: clock[0])
-    pixels = np.zeros((4, 75, 75, 3), np.float32)
     calls: list[str] = []
 
-    def calibrate(images: np.ndarray) -> Int8Format:
-        assert images is pixels
-        calls.append("calibrate")
-        clock[0] += 5.0
+    class Format:  # an Int8Format: the model is a list of the shifts applied to it
+        suffix, kernel_sets, layer_method = ".fake", ("default",), "-"
 
-        def build(float_nodes: list[str], step: int):
-            calls.append(f"build{step}{float_nodes}")
+        def build(self, float_nodes):
+            calls.append(f"build{float_nodes}")
             clock[0] += 2.0
-            return tmp_path / f"step{step}", {"bias_correction": None}
+            return [], {"float_kernels": []}
 
-        return Int8Format(build=build, layer_errors=lambda _: [], layer_method="-", fallback_group=lambda _: [])
+        def save(self, model, path):
+            path.write_text(repr(model))
+
+        def shift_output(self, model, shift):
+            model.append(shift)
+            return {"applied": True, "logit_shift": shift}
+
+        def layer_errors(self, plain, images):
+            raise AssertionError("no per-layer report was asked for")
+
+        def fallback_group(self, plain, layer):
+            raise AssertionError("no fallback was asked for")
 
     class Session:
-        def calibration(self) -> CalibrationSample:
-            return CalibrationSample(pixels, {})
+        cfg = TFLiteExportConfig(model="m", layer_report_images=0)
 
-    cfg = TFLiteExportConfig(model="m", layer_report_images=0)
-    outcome = quantize(Session(), cfg, calibrate, tmp_path)
-    assert calls == ["calibrate", "build0[]"]
-    assert outcome.extra == {"convert_seconds": 7.0} and outcome.step == 0 and outcome.path == tmp_path / "step0"
-    assert outcome.float_nodes == [] and outcome.float_layers == [] and outcome.fallback is None
+        def logit_shift(self, path):
+            calls.append(f"measure {path.name}")
+            return {"images": 4, "mean_delta_logit": 0.25, "std_delta_logit": 0.1}
+
+    clock[0] += 5.0  # the format's calibration, before the driver runs
+    outcome = quantize(Session(), Format(), tmp_path, started=100.0)  # type: ignore[arg-type]
+    assert calls == ["build[]", "measure probe0.fake"]
+    assert outcome.final.model == [-0.25] and (tmp_path / "step0.fake").read_text() == "[-0.25]"  # saved after the shift
+    assert outcome.final.record["bias_correction"] == {"images": 4, "mean_delta_logit": 0.25, "std_delta_logit": 0.1,
+                                                       "applied": True, "logit_shift": -0.25}
+    assert outcome.sections == {"convert_seconds": 7.0} and not outcome.repaired and outcome.float_layers == []

@@ -22,7 +22,7 @@ from conftest import ROOT, write_npz
 from kill_points import Child
 
 from runtime.fileio import sha256_tree
-from train.card import read_card
+from train.card import ModelCard
 
 TINY = ["--image-size", "75", "--weights", "none", "--epochs", "1", "--fine-tune-epochs", "1"]  # about 20 s on 2 cores
 
@@ -95,10 +95,10 @@ def test_a_killed_training_leaves_the_previous_model_or_a_complete_one(previous,
         assert not past(child.text(), out), f"killed after the run had moved past {point!r}:\n{child.tail()}"
     if sha256_tree(out) != before:  # the run got to its rename: then the new model must be whole
         assert point == "writing the card", f"killed at {point!r}, yet --out changed"
-        card = read_card(out)
-        assert (out / card["saved_model"] / "saved_model.pb").is_file() and (out / "train_config.json").is_file()
+        card = ModelCard.load(out)
+        assert (out / card.saved_model / "saved_model.pb").is_file() and (out / "train_config.json").is_file()
     # nothing half-written under the real name; a hidden staging sibling may remain and is never read
     assert sorted(p.name for p in out.parent.iterdir() if not p.name.startswith(".")) == ["model"]
     if point in RERUN_AFTER:
         _train(data, out, "--overwrite")
-        assert read_card(out)["image_size"] == 75
+        assert ModelCard.load(out).image_size == 75

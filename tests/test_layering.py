@@ -35,7 +35,8 @@ def test_runtime_imports_and_computes_with_tensorflow_absent():
         "    sys.modules[name] = None  # any import of them now raises ImportError\n"
         "import numpy as np, runtime, runtime.metrics, runtime.datasets, runtime.images, runtime.fileio, runtime.cli, runtime.errors\n"
         "import runtime.backends, runtime.artifact_metadata, runtime.classifier, runtime.__main__\n"
-        "import runtime.dicom, runtime.parity, runtime.folder, runtime.explain\n"
+        "import runtime.dicom, runtime.parity, runtime.folder, runtime.explain, runtime.model_metadata, runtime.evaluation\n"
+        "import runtime.stats, runtime.timing, runtime.fresh_process, runtime.bench\n"
         "x = runtime.images.to_model_pixels(np.zeros((2, 28, 28), np.uint8), 75, None)\n"
         "print(x.shape, runtime.metrics.roc_auc(np.array([0, 1, 1]), np.array([0.1, 0.9, 0.4])), 'pydicom' in sys.modules)\n"
     )
@@ -53,9 +54,10 @@ def test_stage_packages_import_tensorflow_lazily():
 
 def test_export_imports_converters_lazily():
     code = ("import sys, export, export.config, export.calibration, export.verify, export.session, export.metadata, "
-            "export.publish, export.tflite, export.tflite.__main__, export.onnx, export.onnx.__main__, "
-            "benchmarks.run, benchmarks.report, benchmarks.reference, benchmarks.demo, benchmarks.__main__, benchmarks.worker, "
-            "benchmarks.parity\n"
+            "export.publish, export.report, export.sidecar, export.splits, export.int8, export.cli, export.tflite, "
+            "export.tflite.__main__, export.onnx, export.onnx.__main__, benchmarks.run, benchmarks.report, "
+            "benchmarks.results, benchmarks.checks, benchmarks.reference, benchmarks.demo, benchmarks.__main__, "
+            "benchmarks.worker, benchmarks.parity, train.card, train.pipeline\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime', 'ai_edge_litert') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

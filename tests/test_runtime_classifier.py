@@ -108,7 +108,8 @@ def test_cli_eval_gives_intervals_and_ppv_npv_at_a_stated_prevalence(tflite_resu
     out = json.loads(proc.stdout)
     assert (out["n"], out["positives"]) == (468, 234) and out["one_image"]["sensitivity"] == 1 / 234
     assert out["auc_interval"]["low"] < out["auc"] < out["auc_interval"]["high"] and out["auc_interval"]["method"] == "delong"
-    row = out["youden"]
+    assert set(out["operating_points"]) == {"youden", "high_sensitivity", "high_specificity"}
+    row = out["operating_points"]["youden"]
     assert row["intervals"]["sensitivity"] == wilson(row["tp"], row["tp"] + row["fn"]).to_dict()
     sens, spec = row["sensitivity"], row["specificity"]
     pv = row["at_prevalence"]

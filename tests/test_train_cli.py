@@ -36,6 +36,15 @@ def _bad_case(tmp_path, case):
     if case == "single_class":
         np.savez(tmp_path / "d.npz", train_images=x, train_labels=np.ones(24, int))
         return ["--data", str(tmp_path / "d.npz")], "only one class present"
+    if case in ("one_positive_in_val", "one_negative_in_test"):
+        # both classes present, but the card's DeLong interval needs two of each: refused before training, not after
+        split, rare = ("val", 1) if case == "one_positive_in_val" else ("test", 0)
+        lopsided = np.full_like(y, 1 - rare)
+        lopsided[0] = rare
+        arrays = {f"{name}_{kind}": v for name in ("train", "val", "test") for kind, v in (("images", x), ("labels", y))}
+        np.savez(tmp_path / "d.npz", **{**arrays, f"{split}_labels": lopsided})
+        counts = "1 positive and 23 negative" if rare == 1 else "23 positive and 1 negative"
+        return ["--data", str(tmp_path / "d.npz")], f"d.npz:{split}: the {split} split has {counts} images; expected at least 2"
     if case == "small_no_resize":
         return ["--data", str(good), "--no-resize"], "under InceptionV3's minimum of 75"
     if case == "nan":
@@ -83,7 +92,8 @@ def _bad_case(tmp_path, case):
     raise AssertionError(case)
 
 
-CASES = ["missing", "pickled_npy", "lengths", "non_binary", "single_class", "small_no_resize", "nan", "inf", "empty",
+CASES = ["missing", "pickled_npy", "lengths", "non_binary", "single_class", "one_positive_in_val", "one_negative_in_test",
+         "small_no_resize", "nan", "inf", "empty",
          "float_without_range", "unreadable", "image_size", "conflict", "weights_file_missing", "positive_label", "out_under_a_file",
          "split_sizes_differ", "subclass_length", "subclass_pickled"]
 
@@ -123,9 +133,15 @@ def test_help_explains_the_options():
 @pytest.mark.parametrize(("module", "shown"), [("train", "(default: 20)"), ("export.tflite", "(default: 200)"),
                                                ("export.onnx", "(default: 200)")])
 def test_help_shows_each_default_once_and_never_none(module, shown):
-    import importlib
+    from export.cli import build_parser
+    from export.config import OnnxExportConfig, TFLiteExportConfig
 
-    parser = importlib.import_module(f"{module}.__main__").build_parser()
+    if module == "train":
+        from train.__main__ import build_parser as train_parser
+
+        parser = train_parser()
+    else:
+        parser = build_parser({"export.tflite": TFLiteExportConfig, "export.onnx": OnnxExportConfig}[module])
     assert shown in " ".join(parser.format_help().split())  # a plain default is still shown
     formatter = parser._get_formatter()
     for action in parser._actions:

@@ -25,7 +25,7 @@ def saved_model_test_logits(trained, xray_data):
     import tensorflow as tf
 
     cfg, result = trained
-    loaded = tf.saved_model.load(str(result.out / result.card["saved_model"]))
+    loaded = tf.saved_model.load(str(result.out / result.card.saved_model))
     test = load_dataset(xray_data).splits["test"]
     logits = np.concatenate([np.asarray(loaded.serve(tf.constant(b))).reshape(-1)
                              for b in iter_pixel_batches(test, np.arange(len(test)), 100, 75, None)])
@@ -35,7 +35,7 @@ def saved_model_test_logits(trained, xray_data):
 def test_card_holds_the_contract_fields(trained, xray_data):
     cfg, result = trained
     card = json.loads((result.out / "model_card.json").read_text())
-    assert card == result.card
+    assert card == result.card.to_dict() and card["card_version"] == 2
     assert (result.out / card["saved_model"] / "saved_model.pb").is_file()
     assert card["image_size"] == 75 and card["positive_label"] == 1 and card["negative_label"] == 0
     assert card["class_names"] == ["normal", "pneumonia"]
@@ -49,29 +49,28 @@ def test_card_holds_the_contract_fields(trained, xray_data):
 
 
 def test_meets_the_accuracy_bar(trained):
-    test = trained[1].card["metrics"]["test"]
-    assert test["auc"] >= 0.92
-    assert test["youden"]["sensitivity"] >= 0.82 and test["youden"]["specificity"] >= 0.82
+    test = trained[1].card.metrics["test"]
+    assert test.auc >= 0.92
+    assert test.points["youden"].sensitivity >= 0.82 and test.points["youden"].specificity >= 0.82
 
 
 def test_card_metrics_equal_sklearn_on_the_saved_models_own_predictions(trained, saved_model_test_logits):
-    card = trained[1].card
+    test = trained[1].card.metrics["test"]
     y, logits = saved_model_test_logits
     prob = sigmoid(logits)
-    assert card["metrics"]["test"]["auc"] == pytest.approx(roc_auc_score(y, prob), abs=1e-6)
-    for point in card["operating_points"]:
-        tn, fp, fn, tp = confusion_matrix(y, prob >= point["threshold"], labels=[0, 1]).ravel()
-        m = card["metrics"]["test"][point["name"]]
-        assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (tp, fp, tn, fn)
-        assert m["sensitivity"] == pytest.approx(tp / (tp + fn))
-        assert m["specificity"] == pytest.approx(tn / (tn + fp))
-        assert m["accuracy"] == pytest.approx((tp + tn) / y.size)
+    assert test.auc == pytest.approx(roc_auc_score(y, prob), abs=1e-6)
+    for point in trained[1].card.operating_points:
+        tn, fp, fn, tp = confusion_matrix(y, prob >= point.threshold, labels=[0, 1]).ravel()
+        m = test.points[point.name]
+        assert (m.tp, m.fp, m.tn, m.fn) == (tp, fp, tn, fn)
+        assert m.sensitivity == pytest.approx(tp / (tp + fn))
+        assert m.specificity == pytest.approx(tn / (tn + fp))
+        assert m.accuracy == pytest.approx((tp + tn) / y.size)
         # every rate with its 95% interval, computed by runtime.evaluation as `python -m runtime eval` does
-        assert m["intervals"]["sensitivity"] == wilson(int(tp), int(tp + fn)).to_dict()
-        assert m["at_prevalence"]["ppv"]["value"] == pytest.approx(tp / (tp + fp), rel=1e-12)  # the split's own prevalence
-    auc = card["metrics"]["test"]["auc_interval"]
-    assert auc["method"] == "delong" and auc["low"] < card["metrics"]["test"]["auc"] < auc["high"]
-    assert card["metrics"]["test"]["one_image"]["sensitivity"] == 1 / int(y.sum())
+        assert m.interval("sensitivity") == wilson(int(tp), int(tp + fn))
+        assert m.at_prevalence.ppv.value == pytest.approx(tp / (tp + fp), rel=1e-12)  # the split's own prevalence
+    assert test.auc_interval.method == "delong" and test.auc_interval.low < test.auc < test.auc_interval.high
+    assert test.one_image.sensitivity == 1 / int(y.sum())
 
 
 def test_saved_model_takes_raw_pixels(trained):
@@ -88,16 +87,23 @@ def test_saved_model_takes_raw_pixels(trained):
 
 def test_card_reader_accepts_the_output_and_names_what_is_missing(trained, tmp_path):
     from runtime.errors import ModelCardError
-    from train.card import read_card
+    from train.card import ModelCard
 
-    assert read_card(trained[1].out) == trained[1].card
+    assert ModelCard.load(trained[1].out) == trained[1].card
     with pytest.raises(ModelCardError, match="no model card"):
-        read_card(tmp_path)
-    broken = dict(trained[1].card)
+        ModelCard.load(tmp_path)
+    broken = trained[1].card.to_dict()
     del broken["operating_points"], broken["data"]
     (tmp_path / "model_card.json").write_text(json.dumps(broken))
     with pytest.raises(ModelCardError, match="missing fields \\['operating_points', 'data'\\]"):
-        read_card(tmp_path)
+        ModelCard.load(tmp_path)
+    # a version 1 card (each split's operating points beside its AUC) still reads, and writes back as version 2
+    first = trained[1].card.to_dict()
+    first["card_version"] = 1
+    for split in first["metrics"].values():
+        split.update(split.pop("operating_points"))
+    (tmp_path / "model_card.json").write_text(json.dumps(first))
+    assert ModelCard.load(tmp_path).to_dict() == trained[1].card.to_dict()
 
 
 def test_config_round_trips(trained):

@@ -7,23 +7,38 @@ outputs, so what the model card says is what the artifact does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from runtime.evaluation import split_summary
+from runtime.evaluation import SplitSummary, split_summary
 from runtime.metrics import OperatingPoint, sensitivity_point, specificity_point, youden_point
+
+
+def load_saved_model(saved_model_dir: str, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The SavedModel's ``serve`` endpoint as a function from 0-255 pixels (N, S, S, 3) to float64 logits (N,).
+
+    ``threads`` sets TensorFlow's intra-op pool, which only works before TensorFlow first runs:
+    the benchmark's fresh worker processes pass it, a training process does not.
+    """
+    import tensorflow as tf
+
+    if threads is not None:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    loaded = tf.saved_model.load(saved_model_dir)
+
+    def logits(pixels: np.ndarray) -> np.ndarray:
+        # `loaded` stays referenced here: its variables die with it.
+        return np.asarray(loaded.serve(tf.constant(pixels, dtype=tf.float32))).reshape(-1).astype(np.float64)
+
+    return logits
 
 
 def saved_model_logits(saved_model_dir: str, splits: dict[str, Iterable[np.ndarray]]) -> dict[str, np.ndarray]:
     """Logits of each split from the SavedModel's ``serve`` endpoint, batch by batch."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(saved_model_dir)
-    return {name: np.concatenate([np.asarray(loaded.serve(tf.constant(b, dtype=tf.float32))).reshape(-1) for b in batches]
-                                 ).astype(np.float64)
-            for name, batches in splits.items()}
+    run = load_saved_model(saved_model_dir)
+    return {name: np.concatenate([run(b) for b in batches]) for name, batches in splits.items()}
 
 
 def choose_operating_points(y_val: np.ndarray, val_logits: np.ndarray, target_sensitivity: float,
@@ -37,7 +52,7 @@ def choose_operating_points(y_val: np.ndarray, val_logits: np.ndarray, target_se
 
 
 def split_metrics(y: np.ndarray, logits: np.ndarray, points: list[OperatingPoint],
-                  prevalence: float | None = None) -> dict[str, Any]:
+                  prevalence: float | None = None) -> SplitSummary:
     """ROC AUC and every rate at every operating point, each with its 95% interval (:func:`runtime.evaluation.split_summary`,
     the same figures ``python -m runtime eval`` prints for an exported model)."""
     return split_summary(y, logits, {p.name: p.threshold for p in points}, prevalence)

@@ -21,12 +21,13 @@ import numpy as np
 from runtime.datasets import (Dataset, Split, binary_labels, check_split_pixels, iter_pixel_batches, load_dataset, load_npy,
                               negative_label)
 from runtime.errors import DataError
+from runtime.evaluation import SplitSummary
 from runtime.fileio import atomic_write_json, check_output_dir, sha256_file, sha256_tree, staged_output_dir
 from runtime.images import MIN_IMAGE_SIZE
 from runtime.metrics import OperatingPoint
 
 from .balance import class_counts, stratified_split, undersample
-from .card import CARD_NAME, CARD_VERSION, CONFIG_NAME, SAVED_MODEL_DIR, package_versions
+from .card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR, DataFile, DataRecord, InputRecord, ModelCard, package_versions
 from .config import TrainConfig
 from .evaluate import choose_operating_points, saved_model_logits, split_metrics
 from .fit import cache_features, fit_stage
@@ -39,7 +40,7 @@ EVAL_BATCH = 64
 @dataclass
 class TrainResult:
     out: Path
-    card: dict[str, Any]
+    card: ModelCard
 
 
 @dataclass
@@ -113,10 +114,24 @@ def prepare_rows(cfg: TrainConfig, data: Dataset) -> tuple[dict[str, _Rows], dic
         log.warning("%s has no test split: the model card will carry validation metrics only", data.path)
     record["train_after"] = class_counts(rows["train"].y)
     record.update({name: class_counts(rows[name].y) for name in ("val", "test") if name in rows})
+    for name, r in rows.items():
+        _check_class_counts(name, r)
     record["balancing"] = {"method": method, "seed": cfg.seed,
                            "indices_sha256": hashlib.sha256(keep.astype("<i8").tobytes()).hexdigest()}
     log.info("training classes before balancing %s, after %s (%s)", record["train_before"], record["train_after"], method)
     return rows, record
+
+
+MIN_PER_CLASS = 2  # the card's DeLong AUC interval needs two images of each class in every split it scores
+
+
+def _check_class_counts(name: str, r: _Rows) -> None:
+    """Refuse, before any training, a split whose figures could not be computed at the end of the run."""
+    counts = class_counts(r.y)
+    if min(counts.values()) < MIN_PER_CLASS:
+        where = r.split.source if r.indices.size == len(r.split) else f"{r.split.source} ({name} rows)"
+        raise DataError(f"{where}: the {name} split has {counts['positive']} positive and {counts['negative']} negative "
+                        f"images; expected at least {MIN_PER_CLASS} of each (the model card's AUC interval needs them)")
 
 
 def _pixels(r: _Rows, cfg: TrainConfig, size: int):
@@ -169,39 +184,26 @@ def _weights_record(cfg: TrainConfig) -> Any:
 
 
 def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], points: list[OperatingPoint],
-                metrics: dict[str, Any], counts: dict[str, Any], data: Dataset, neg_label: int, seconds: float) -> dict[str, Any]:
-    """The model card (contract in :mod:`train.card`) for the model staged in ``stage``."""
-    return {
-        "card_version": CARD_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "saved_model": SAVED_MODEL_DIR,
-        "saved_model_sha256": sha256_tree(stage / SAVED_MODEL_DIR),
-        "config": CONFIG_NAME,
-        "architecture": {
-            "base": "InceptionV3 (include_top=False)",
-            "head": "GlobalAveragePooling2D -> Dense(1) logit",
-            "preprocessing": "in graph: x / 127.5 - 1",
-            "weights": _weights_record(cfg),
-            **{k: v for k, v in plan.items() if k != "stages"},
-        },
-        "image_size": size,
-        "input": {"name": INPUT_NAME, "shape": [None, size, size, 3], "dtype": "float32", "range": [0, 255],
-                  "color": "RGB", "resize": "PIL bilinear (runtime.images.to_model_pixels)",
-                  "source_pixel_range": cfg.pixel_range or "0,255 (uint8)"},
-        "output": {"name": OUTPUT_NAME, "kind": "logit", "probability": "sigmoid(logit), of the positive class"},
-        "positive_label": cfg.positive_label,
-        "negative_label": neg_label,
-        "class_names": list(cfg.class_names),
-        "operating_points": [p.to_dict() for p in points],
-        "metrics": metrics,
-        "class_counts": counts,
-        "data": {"path": str(data.path.resolve()),
-                 "bundled": data.bundled,  # a bundled dataset is found by name on any install, wherever its file lives
-                 "image_shape": list(data.splits["train"].images.shape[1:]),  # before resizing: what later data must match
-                 "files": [{"path": str(f.resolve()), "sha256": sha256_file(f)} for f in data.files]},
-        "training": {"seed": cfg.seed, "stages": plan["stages"], "seconds": round(seconds, 1)},
-        "versions": package_versions(),
-    }
+                metrics: dict[str, SplitSummary], counts: dict[str, Any], data: Dataset, neg_label: int,
+                seconds: float) -> ModelCard:
+    """The model card (:class:`train.card.ModelCard`) for the model staged in ``stage``."""
+    return ModelCard(
+        saved_model=SAVED_MODEL_DIR, image_size=size, positive_label=cfg.positive_label,
+        class_names=tuple(cfg.class_names),  # type: ignore[arg-type]
+        operating_points=tuple(points), metrics=metrics,
+        data=DataRecord(path=str(data.path.resolve()), bundled=data.bundled,
+                        image_shape=tuple(data.splits["train"].images.shape[1:]),
+                        files=tuple(DataFile(str(f.resolve()), sha256_file(f)) for f in data.files)),
+        negative_label=neg_label,
+        input=InputRecord(source_pixel_range=cfg.pixel_range or "0,255 (uint8)", name=INPUT_NAME),
+        saved_model_sha256=sha256_tree(stage / SAVED_MODEL_DIR), config=CONFIG_NAME,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        output={"name": OUTPUT_NAME, "kind": "logit", "probability": "sigmoid(logit), of the positive class"},
+        architecture={"base": "InceptionV3 (include_top=False)", "head": "GlobalAveragePooling2D -> Dense(1) logit",
+                      "preprocessing": "in graph: x / 127.5 - 1", "weights": _weights_record(cfg),
+                      **{k: v for k, v in plan.items() if k != "stages"}},
+        class_counts=counts, training={"seed": cfg.seed, "stages": plan["stages"], "seconds": round(seconds, 1)},
+        versions=package_versions())
 
 
 def train(cfg: TrainConfig) -> TrainResult:
@@ -232,18 +234,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         metrics = {name: split_metrics(rows[name].y, lg, points, cfg.prevalence) for name, lg in logits.items()}
         card = _model_card(cfg, stage, size, plan, points, metrics, counts, data, neg_label, time.monotonic() - started)
         atomic_write_json(stage / CONFIG_NAME, cfg.to_dict())
-        atomic_write_json(stage / CARD_NAME, card)
+        atomic_write_json(stage / CARD_NAME, card.to_dict())
     _log_summary(card)
     return TrainResult(out, card)
 
 
-def _log_summary(card: dict[str, Any]) -> None:
-    for split in ("val", "test"):
-        if split not in card["metrics"]:
-            continue
-        m = card["metrics"][split]
-        log.info("%s: AUC %.4f", split, m["auc"])
-        for p in card["operating_points"]:
-            r = m[p["name"]]
+def _log_summary(card: ModelCard) -> None:
+    for split, m in card.metrics.items():
+        log.info("%s: AUC %.4f", split, m.auc)
+        for name, r in m.points.items():
             log.info("  %-16s p>=%.4f  sensitivity %.3f  specificity %.3f  accuracy %.3f",
-                     p["name"], p["threshold"], r["sensitivity"], r["specificity"], r["accuracy"])
+                     name, r.threshold, r.sensitivity, r.specificity, r.accuracy)

@@ -7,9 +7,7 @@ the int8 model is built from it; both are then verified and published like every
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,148 +15,157 @@ from typing import Any
 
 import numpy as np
 
-from runtime.errors import ExportError
+from runtime.errors import ExportError, InceptionEdgeError
 from runtime.fileio import sha256_file
+from runtime.model_metadata import ArtifactInfo
 
 from ..config import OnnxExportConfig
-from ..int8 import Int8Format, quantize
-from ..metadata import build_metadata, embed_onnx, seal_artifact
-from ..publish import sidecar_path, staged_file
-from ..session import ExportResult, ExportSession
+from ..fallback import Step
+from ..int8 import quantize
+from ..layer_errors import LayerError
+from ..publish import sidecar_path
+from ..session import ExportResult, ExportSession, Logits
+from ..sidecar import Sidecar
 from ..source import open_model_dir
 
 log = logging.getLogger("export")
 
 __all__ = ["OnnxExportConfig", "export_onnx"]
 
-# uint8 activations with int8 weights (U8S8) for both targets, as Optimum's arm64 and avx512_vnni presets: onnxruntime
-# computes this graph bit for bit alike on aarch64 and x86 (tests/test_pi_sim.py), so its verification here is the
-# Pi's answer. With int8 activations (S8S8) aarch64 answered up to 0.026 in probability away from the x86 run that
-# verified it, and no ARM timing showed S8S8 faster; x86 VNNI is 2.6x faster with U8S8 than S8S8.
-ACTIVATION_TYPE = {"pi": "uint8", "x86": "uint8"}
-
 
 def export_onnx(cfg: OnnxExportConfig) -> list[ExportResult]:
-    """Write ``model_fp32.onnx`` and the int8 model for ``cfg.target``; return both results.
+    """Write ``model_fp32.onnx`` and the int8 model; return both results.
 
     An fp32 model already published from the same SavedModel (checked by sha256) is reused
-    rather than refused, so exporting a second target needs no ``--overwrite``.
+    rather than refused, so exporting another int8 variant needs no ``--overwrite``.
     """
     source = open_model_dir(cfg.model)
     fp32_dest = Path(cfg.out or source.directory) / cfg.fp32_name
-    reused = None if cfg.overwrite else reusable_fp32(fp32_dest, source.card, cfg.opset)
+    reused = None if cfg.overwrite else reusable_fp32(fp32_dest, source.card.saved_model_sha256, cfg.opset)
     names = [cfg.int8_name] if reused else [cfg.fp32_name, cfg.int8_name]
     session = ExportSession.open(cfg, names, needs_calibration=True, source=source)
-    int8_dest = session.out_dir / cfg.int8_name
-    results = []
     with tempfile.TemporaryDirectory(prefix="inception-edge-onnx-") as tmp:  # scratch (~3x the model) outside the destination
         work = Path(tmp)
         if reused:
             log.info("reusing %s (same SavedModel, checksum verified)", fp32_dest)
-            fp32_file = fp32_dest
-            results.append(reused)
-        else:
-            fp32_file = work / cfg.fp32_name
-            results.append(_export_fp32(session, cfg, fp32_file, fp32_dest))
-
-        int8_model, int8_meta, extra = _int8(session, cfg, fp32_file, work)
-        embed_onnx(int8_model, int8_meta)
-        data, int8_meta = seal_artifact(int8_model.SerializeToString(), int8_meta, cfg.int8_name)
-        with staged_file(int8_dest) as staged:
-            staged.write_bytes(data)
-            results.append(session.verify_and_publish(staged, int8_dest, int8_meta, extra))
-    return results
-
-
-def _int8(session: ExportSession, cfg: OnnxExportConfig, fp32_file: Path, work: Path
-          ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """The shared int8 recipe (:func:`export.int8.quantize`) over QDQ builds from one calibration. Returns the
-    model to publish, its metadata and the sidecar's extra sections."""
-    import onnx
-
-    from . import convert, layers
-
-    plans: list[convert.Int8Plan] = []
-
-    def calibrate(pixels: np.ndarray) -> Int8Format:
-        plan = convert.calibrate_int8(fp32_file, pixels, ACTIVATION_TYPE[cfg.target], cfg.calibration_method, work)
-        plans.append(plan)
-        prepared = onnx.load(str(plan.prepared))
-
-        def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
-            raw, path = work / f"step{step}.raw.onnx", work / f"step{step}.onnx"
-            convert.write_int8(plan, raw, float_nodes)
-            model = onnx.load(str(raw))
-            record: dict[str, Any] = {"bias_correction": None}
-            if cfg.bias_correction:
-                measured = session.logit_shift(raw)
-                record["bias_correction"] = {**measured, **convert.shift_output(model, -measured["mean_delta_logit"])}
-                log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images",
-                         measured["mean_delta_logit"], measured["images"])
-            onnx.save(model, str(path))
-            return path, record
-
-        return Int8Format(
-            build=build, layer_errors=lambda images: layers.layer_errors(work / "step0.raw.onnx", prepared, images, work),
-            layer_method="QDQ activations before and after their QuantizeLinear/DequantizeLinear pair (onnxruntime, "
-                         "no fusion)",
-            fallback_group=lambda layer: layers.fallback_group(prepared, layer.tensor))
-
-    outcome = quantize(session, cfg, calibrate, work)
-    settings = dict(plans[0].settings)
-    if cfg.fallback == "auto":
-        settings["nodes_to_exclude"] = outcome.float_nodes
-    settings["bias_correction"] = outcome.record["bias_correction"]
-    meta = build_metadata(session.source, {"format": "onnx", "precision": "int8", "float_layers": outcome.float_layers,
-                                           "opset": cfg.opset, "target": cfg.target, "quantization": settings},
-                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None},
-                          session.calibration().record)
-    return onnx.load(str(outcome.path)), meta, outcome.extra
+        fp32 = reused or _export_fp32(session, cfg, work)
+        started = time.perf_counter()
+        fmt = OnnxInt8(fp32.path, session.calibration().pixels, cfg, work)
+        outcome = quantize(session, fmt, work, started)
+        quantization = {**fmt.settings, **({"nodes_to_exclude": outcome.final.float_nodes} if cfg.fallback == "auto" else {})}
+        metadata = session.metadata(ArtifactInfo("onnx", "int8", opset=cfg.opset, float_layers=tuple(outcome.float_layers),
+                                                 bias_correction=outcome.final.record["bias_correction"],
+                                                 quantization=quantization),
+                                    "float32", input_name=_input_name(), calibrated=True)
+        int8 = session.publish(cfg.int8_name, _serialize(outcome.final.model, metadata), metadata, outcome.sections,
+                               repaired=outcome.repaired)
+    return [fp32, int8]
 
 
-def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, scratch: Path, destination: Path) -> ExportResult:
-    """tf2onnx, metadata, the numerical check against the SavedModel, then verification and publishing."""
+def _input_name() -> str:
+    from .convert import INPUT_NAME
+
+    return INPUT_NAME
+
+
+def _serialize(model: Any, metadata: Any) -> bytes:
+    from ..metadata import embed_onnx
+
+    embed_onnx(model, metadata)
+    return model.SerializeToString()
+
+
+def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, work: Path) -> ExportResult:
+    """tf2onnx, metadata, the numerical check against the SavedModel on the staged file, verification, publishing."""
     from . import convert
 
     start = time.perf_counter()
-    model = convert.saved_model_to_onnx(session.source.saved_model, scratch.with_suffix(".raw.onnx"), cfg.opset)
+    model = convert.saved_model_to_onnx(session.source.saved_model, work / "fp32.raw.onnx", cfg.opset)
     seconds = round(time.perf_counter() - start, 2)
-    meta = build_metadata(session.source, {"format": "onnx", "precision": "fp32", "opset": cfg.opset},
-                          {"name": convert.INPUT_NAME, "dtype": "float32", "quantization": None}, None)
-    embed_onnx(model, meta)
-    data, meta = seal_artifact(model.SerializeToString(), meta, cfg.fp32_name)
-    scratch.write_bytes(data)
-    numerical, outputs = check_fp32(session, scratch, cfg.max_fp32_delta)
-    with staged_file(destination) as staged:
-        shutil.copyfile(scratch, staged)  # the very bytes the numerical check ran
-        return session.verify_and_publish(staged, destination, meta, {"numerical_check": numerical, "convert_seconds": seconds},
-                                          outputs=outputs)
+    metadata = session.metadata(ArtifactInfo("onnx", "fp32", opset=cfg.opset), "float32", input_name=convert.INPUT_NAME)
+
+    def check(staged: Path) -> tuple[Logits, dict[str, Any]]:
+        logits, record = check_fp32(session, staged, cfg.max_fp32_delta)
+        return logits, {"numerical_check": record}
+
+    return session.publish(cfg.fp32_name, _serialize(model, metadata), metadata, {"convert_seconds": seconds}, check=check)
 
 
-def reusable_fp32(path: Path, card: dict[str, Any], opset: int) -> ExportResult | None:
+def reusable_fp32(path: Path, saved_model_sha256: str | None, opset: int) -> ExportResult | None:
     """The published fp32 model at ``path`` if it is intact and was made from this SavedModel at ``opset``."""
     try:
-        sidecar = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        sidecar = Sidecar.load(sidecar_path(path))
+    except InceptionEdgeError:
         return None
-    meta = sidecar.get("metadata") or {}
-    if (not path.is_file() or sidecar.get("sha256") != sha256_file(path)
-            or (meta.get("source") or {}).get("saved_model_sha256") != card.get("saved_model_sha256")
-            or (meta.get("artifact") or {}).get("opset") != opset or not (sidecar.get("verification") or {}).get("passed")):
+    meta = sidecar.metadata
+    if (not path.is_file() or sidecar.sha256 != sha256_file(path) or meta.source.get("saved_model_sha256") != saved_model_sha256
+            or meta.artifact.opset != opset or not sidecar.verification.passed):
         return None
     return ExportResult(path, sidecar)
 
 
-def check_fp32(session: ExportSession, path: Path, max_delta: float
-               ) -> tuple[dict[str, float | int], tuple[dict[str, np.ndarray], str]]:
+def check_fp32(session: ExportSession, path: Path, max_delta: float) -> tuple[Logits, dict[str, float | int]]:
     """The conversion proof: fp32 ONNX logits vs SavedModel logits on every verification image."""
-    outputs = session.artifact_logits(path)
+    outputs, _ = session.artifact_logits(path)
     reference = session.reference()
-    deltas = np.concatenate([np.abs(outputs[0][name] - reference[name]) for name in reference])
+    deltas = np.concatenate([np.abs(outputs[name] - reference[name]) for name in reference])
     result = {"images": int(deltas.size), "max_abs_delta_logit": float(deltas.max()),
               "mean_abs_delta_logit": float(deltas.mean()), "limit": max_delta}
     log.info("fp32 ONNX vs SavedModel on %d images: max |delta logit| %.3g (limit %g)", deltas.size, deltas.max(), max_delta)
     if not deltas.max() <= max_delta:
         raise ExportError(f"{path.name}: tf2onnx output differs from the SavedModel by up to {deltas.max():.3g} in logit "
                           f"on {deltas.size} images; expected <= {max_delta} (--max-fp32-delta)")
-    return result, outputs
+    return outputs, result
+
+
+class OnnxInt8:
+    """QDQ int8 builds from one onnxruntime calibration of the fp32 model (:class:`export.int8.Int8Format`)."""
+
+    suffix = ".onnx"
+    kernel_sets: tuple[str, ...] = ("default",)  # onnxruntime's one CPU kernel set
+    layer_method = ("QDQ activations before and after their QuantizeLinear/DequantizeLinear pair (onnxruntime, "
+                    "no fusion)")
+
+    def __init__(self, fp32_file: Path, calibration: np.ndarray, cfg: OnnxExportConfig, work: Path) -> None:
+        import onnx
+
+        from . import convert
+
+        self.plan = convert.calibrate_int8(fp32_file, calibration, cfg.calibration_method, work)
+        self.prepared = onnx.load(str(self.plan.prepared))  # node names of the fallback refer to it
+        self.work, self._builds = work, 0
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.plan.settings)
+
+    def build(self, float_nodes: list[str]) -> tuple[Any, dict[str, Any]]:
+        import onnx
+
+        from . import convert
+
+        raw = self.work / f"build{self._builds}.raw.onnx"
+        self._builds += 1
+        convert.write_int8(self.plan, raw, float_nodes)
+        return onnx.load(str(raw)), {}
+
+    def save(self, model: Any, path: Path) -> None:
+        import onnx
+
+        onnx.save(model, str(path))
+
+    def shift_output(self, model: Any, shift: float) -> dict[str, Any]:
+        from . import convert
+
+        return convert.shift_output(model, shift)
+
+    def layer_errors(self, plain: Step, images: np.ndarray) -> list[LayerError]:
+        from . import layers
+
+        return layers.layer_errors(plain.path, self.prepared, images, self.work)
+
+    def fallback_group(self, plain: Step, layer: LayerError) -> list[str]:
+        from . import layers
+
+        return layers.fallback_group(self.prepared, layer.tensor)
+

@@ -13,10 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from runtime.model_metadata import ArtifactInfo
+
 from ..config import TFLiteExportConfig
-from ..int8 import Int8Format, quantize
-from ..metadata import build_metadata, embed_tflite, seal_artifact
-from ..publish import staged_file
+from ..fallback import Step
+from ..int8 import quantize
+from ..layer_errors import LayerError
 from ..session import ExportResult, ExportSession
 
 log = logging.getLogger("export")
@@ -29,86 +31,81 @@ _PRECISION = {"int8": "int8 weights and activations (per-channel weights)",
 
 def export_tflite(cfg: TFLiteExportConfig) -> ExportResult:
     """Convert, embed metadata, verify against the float SavedModel and publish one ``.tflite``."""
-    session = ExportSession.open(cfg, [cfg.artifact_name], needs_calibration=cfg.mode == "int8")
-    if cfg.mode != "int8":
-        return _export_float(session, cfg)
-    with tempfile.TemporaryDirectory(prefix="inception-edge-tflite-") as tmp:
-        return _export_int8(session, cfg, Path(tmp))
-
-
-def _export_float(session: ExportSession, cfg: TFLiteExportConfig) -> ExportResult:
     from . import convert
 
-    start = time.perf_counter()
-    model = convert.read_model(convert.convert(str(session.source.saved_model), cfg.mode))
-    seconds = round(time.perf_counter() - start, 2)
-    metadata = build_metadata(session.source, {"format": "tflite", "mode": cfg.mode, "precision": _PRECISION[cfg.mode],
-                                               "bias_correction": None},
-                              {"dtype": "float32", "quantization": None}, None)
-    return _publish(session, cfg, model, metadata, {"convert_seconds": seconds})
+    session = ExportSession.open(cfg, [cfg.artifact_name], needs_calibration=cfg.mode == "int8")
+    started = time.perf_counter()
+    if cfg.mode != "int8":
+        model = convert.read_model(convert.convert(str(session.source.saved_model), cfg.mode))
+        metadata = session.metadata(ArtifactInfo("tflite", _PRECISION[cfg.mode], mode=cfg.mode), "float32")
+        sections: dict[str, Any] = {"convert_seconds": round(time.perf_counter() - started, 2)}
+        return session.publish(cfg.artifact_name, _serialize(model, metadata), metadata,
+                               {**sections, "kernels": convert.kernel_inventory(model)}, cfg.verify_kernels)
+    with tempfile.TemporaryDirectory(prefix="inception-edge-tflite-") as tmp:
+        fmt = TFLiteInt8(str(session.source.saved_model), session.calibration().pixels, cfg)
+        outcome = quantize(session, fmt, Path(tmp), started)
+        record, float_layers = outcome.final.record, outcome.float_layers
+        precision = _PRECISION["int8"] + (f"; kept float: {', '.join(float_layers)}" if float_layers else "")
+        metadata = session.metadata(ArtifactInfo("tflite", precision, mode="int8", float_layers=tuple(float_layers),
+                                                 bias_correction=record["bias_correction"]),
+                                    cfg.input_type, record["input_quantization"], calibrated=True)
+        model = outcome.final.model
+        sections = {**outcome.sections, "float_kernels": record["float_kernels"],
+                    "kernels": convert.kernel_inventory(model)}
+        return session.publish(cfg.artifact_name, _serialize(model, metadata), metadata, sections, cfg.verify_kernels,
+                               outcome.repaired)
 
 
-def _export_int8(session: ExportSession, cfg: TFLiteExportConfig, work: Path) -> ExportResult:
-    """The shared int8 recipe (:func:`export.int8.quantize`) over TFLite builds from one calibration; publish."""
-    from . import convert, layers
-
-    builds: dict[int, Any] = {}
-
-    def calibrate(pixels: np.ndarray) -> Int8Format:
-        calibrated = convert.calibrate(str(session.source.saved_model), pixels)
-
-        def build(float_nodes: list[str], step: int) -> tuple[Path, dict[str, Any]]:
-            model = convert.read_model(convert.quantize(calibrated, cfg.input_type, float_nodes, cfg.artifact_name))
-            record: dict[str, Any] = {"input_quantization": convert.pin_input_quantization(model, cfg.input_type)}
-            leftover = convert.float_kernels(model)
-            if leftover and not float_nodes:
-                raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
-            record["float_kernels"] = leftover
-            record["bias_correction"] = _correct_bias(session, model, work / f"probe{step}.tflite") if cfg.bias_correction else None
-            path = work / f"step{step}.tflite"
-            path.write_bytes(convert.write_model(model))
-            builds[step] = model
-            return path, record
-
-        return Int8Format(
-            build=build, layer_errors=lambda images: layers.layer_errors(calibrated, images),
-            layer_method="TFLite debug-mode model, as QuantizationDebugger builds it: each op in int8 vs in float on the "
-                         "same dequantized inputs (NumericVerify), reference kernels",
-            fallback_group=lambda layer: layers.fallback_group(builds[0], layer.tensor), kernel_sets=cfg.verify_kernels)
-
-    outcome = quantize(session, cfg, calibrate, work)
-    record, float_layers = outcome.record, outcome.float_layers
-    precision = _PRECISION["int8"] + (f"; kept float: {', '.join(float_layers)}" if float_layers else "")
-    metadata = build_metadata(session.source, {"format": "tflite", "mode": "int8", "precision": precision,
-                                               "bias_correction": record["bias_correction"],
-                                               "float_layers": float_layers},
-                              {"dtype": cfg.input_type, "quantization": record["input_quantization"]},
-                              session.calibration().record)
-    return _publish(session, cfg, builds[outcome.step], metadata, {**outcome.extra, "float_kernels": record["float_kernels"]})
-
-
-def _publish(session: ExportSession, cfg: TFLiteExportConfig, model: Any, metadata: dict[str, Any],
-             extra: dict[str, Any]) -> ExportResult:
+def _serialize(model: Any, metadata: Any) -> bytes:
+    from ..metadata import embed_tflite
     from . import convert
 
     embed_tflite(model, metadata)
-    destination = session.out_dir / cfg.artifact_name
-    data, metadata = seal_artifact(convert.write_model(model), metadata, cfg.artifact_name)
-    with staged_file(destination) as staged:
-        staged.write_bytes(data)
-        log.info("converted %s in %.1f s (%.1f MB)", cfg.artifact_name, extra["convert_seconds"], staged.stat().st_size / 1e6)
-        return session.verify_and_publish(staged, destination, metadata,
-                                          {"kernels": convert.kernel_inventory(model), **extra},
-                                          kernel_sets=cfg.verify_kernels)
+    return convert.write_model(model)
 
 
-def _correct_bias(session: ExportSession, model: object, probe: Path) -> dict[str, object]:
-    """Measure the int8 model's mean logit shift on the calibration images and remove it from the output bias."""
-    from . import convert
+class TFLiteInt8:
+    """Full-integer TFLite builds from one calibration (:class:`export.int8.Int8Format`)."""
 
-    probe.write_bytes(convert.write_model(model))
-    measured = session.logit_shift(probe)
-    done = convert.shift_output_bias(model, -measured["mean_delta_logit"])
-    log.info("bias correction: mean int8 - float logit %+.4f on %d calibration images; output bias shifted by %+.4f",
-             measured["mean_delta_logit"], measured["images"], done.get("logit_shift", 0.0))
-    return {**measured, **done}
+    suffix = ".tflite"
+    kernel_sets: tuple[str, ...]  # set from the config: XNNPACK and, by default, TFLite's built-in kernels
+    layer_method = ("TFLite debug-mode model, as QuantizationDebugger builds it: each op in int8 vs in float on the "
+                    "same dequantized inputs (NumericVerify), reference kernels")
+
+    def __init__(self, saved_model: str, calibration: np.ndarray, cfg: TFLiteExportConfig) -> None:
+        from . import convert
+
+        self.calibrated = convert.calibrate(saved_model, calibration)  # the slow pass, once; every build reuses it
+        self.input_type, self.label = cfg.input_type, cfg.artifact_name
+        self.kernel_sets = cfg.verify_kernels
+
+    def build(self, float_nodes: list[str]) -> tuple[Any, dict[str, Any]]:
+        from . import convert
+
+        model = convert.read_model(convert.quantize(self.calibrated, self.input_type, float_nodes, self.label))
+        record: dict[str, Any] = {"input_quantization": convert.pin_input_quantization(model, self.input_type)}
+        leftover = convert.float_kernels(model)
+        if leftover and not float_nodes:
+            raise RuntimeError(f"full-integer conversion left float kernels: {leftover}")
+        record["float_kernels"] = leftover
+        return model, record
+
+    def save(self, model: Any, path: Path) -> None:
+        from . import convert
+
+        path.write_bytes(convert.write_model(model))
+
+    def shift_output(self, model: Any, shift: float) -> dict[str, Any]:
+        from . import convert
+
+        return convert.shift_output_bias(model, shift)
+
+    def layer_errors(self, plain: Step, images: np.ndarray) -> list[LayerError]:
+        from . import layers
+
+        return layers.layer_errors(self.calibrated, images)
+
+    def fallback_group(self, plain: Step, layer: LayerError) -> list[str]:
+        from . import layers
+
+        return layers.fallback_group(plain.model, layer.tensor)
