@@ -47,8 +47,8 @@ log = logging.getLogger("export")
 
 _VERSION_PACKAGES = ("inception-edge", "tensorflow", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "numpy")
 Logits = dict[str, np.ndarray]
-# the fp32 ONNX conversion proof: runs on the staged file, returns its logits (verification reuses them) and its record
-StagedCheck = Callable[[Path], tuple[Logits, dict[str, Any]]]
+# a check of the staged file's own logits before any verdict (the fp32 ONNX conversion proof): sidecar sections, or raise
+StagedCheck = Callable[[Logits], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ class ExportSession:
         against the float model on every kernel set, then publish it with its sidecar, or refuse it (exit 3).
 
         ``repaired``: float layers were chosen on images (``--fallback auto``), so only the images the
-        search never saw judge it. ``check`` runs first on the staged bytes and may supply their logits.
+        search never saw judge it. ``check`` sees the staged file's logits first and adds its own sections.
         """
         from .metadata import seal_artifact
 
@@ -204,8 +204,8 @@ class ExportSession:
             staged.write_bytes(data)
             log.info("converted %s (%.1f MB)", name, len(data) / 1e6)
             start = time.perf_counter()
-            checked: tuple[Logits, dict[str, Any]] | None = check(staged) if check else None
-            logits, package = (checked[0], open_backend(staged).package) if checked else self.artifact_logits(staged)
+            logits, package = self.artifact_logits(staged)
+            sections = {**sections, **(check(logits) if check else {})}
             others = {}
             for kernels in (k for k in kernel_sets if k != "default"):
                 other_logits, other_package = self.artifact_logits(staged, kernels)
@@ -213,8 +213,7 @@ class ExportSession:
                 log.info("%s with %s kernels: %s", name, kernels, summary_line(others[kernels]))
             report = _with_engine(self.verify(logits, repaired), package, "default", others,
                                   round(time.perf_counter() - start, 2))
-            sidecar = Sidecar(name, sha256_file(staged), len(data), metadata, self.cfg, report,
-                              {**sections, **(checked[1] if checked else {})})
+            sidecar = Sidecar(name, sha256_file(staged), len(data), metadata, self.cfg, report, sections)
             log.info("%s: %s", name, summary_line(report))
             publish(staged, destination, sidecar.to_dict(), report.failures)
             return ExportResult(destination, sidecar)

@@ -84,9 +84,8 @@ def _export_fp32(session: ExportSession, cfg: OnnxExportConfig, work: Path) -> E
     seconds = round(time.perf_counter() - start, 2)
     metadata = session.metadata(ArtifactInfo("onnx", "fp32", opset=cfg.opset), "float32", input_name=convert.INPUT_NAME)
 
-    def check(staged: Path) -> tuple[Logits, dict[str, Any]]:
-        logits, record = check_fp32(session, staged, cfg.max_fp32_delta)
-        return logits, {"numerical_check": record}
+    def check(logits: Logits) -> dict[str, Any]:
+        return {"numerical_check": check_fp32(session.reference(), logits, cfg.fp32_name, cfg.max_fp32_delta)}
 
     return session.publish(cfg.fp32_name, _serialize(model, metadata), metadata, {"convert_seconds": seconds}, check=check)
 
@@ -104,18 +103,16 @@ def reusable_fp32(path: Path, saved_model_sha256: str | None, opset: int) -> Exp
     return ExportResult(path, sidecar)
 
 
-def check_fp32(session: ExportSession, path: Path, max_delta: float) -> tuple[Logits, dict[str, float | int]]:
+def check_fp32(reference: Logits, outputs: Logits, name: str, max_delta: float) -> dict[str, float | int]:
     """The conversion proof: fp32 ONNX logits vs SavedModel logits on every verification image."""
-    outputs, _ = session.artifact_logits(path)
-    reference = session.reference()
-    deltas = np.concatenate([np.abs(outputs[name] - reference[name]) for name in reference])
+    deltas = np.concatenate([np.abs(outputs[split] - reference[split]) for split in reference])
     result = {"images": int(deltas.size), "max_abs_delta_logit": float(deltas.max()),
               "mean_abs_delta_logit": float(deltas.mean()), "limit": max_delta}
     log.info("fp32 ONNX vs SavedModel on %d images: max |delta logit| %.3g (limit %g)", deltas.size, deltas.max(), max_delta)
     if not deltas.max() <= max_delta:
-        raise ExportError(f"{path.name}: tf2onnx output differs from the SavedModel by up to {deltas.max():.3g} in logit "
+        raise ExportError(f"{name}: tf2onnx output differs from the SavedModel by up to {deltas.max():.3g} in logit "
                           f"on {deltas.size} images; expected <= {max_delta} (--max-fp32-delta)")
-    return outputs, result
+    return result
 
 
 class OnnxInt8:
