@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                "float model. Each format runs in its own process. An export that failed shows as failed in the table.",
                epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a model directory (python -m train's --out, with the exports in it)")
-    p.add_argument("--data", default=None, help="labelled images (.npz, a directory of .npy or a bundled dataset's name, as for python -m train); "
-                   "default: the data file the model card names, if its sha256 still matches")
+    p.add_argument("--data", default=None, help="labelled images (.npz, a directory of .npy, a folder or CSV of image files, "
+                   "or a bundled dataset's name, as for python -m train); default: the data the model card names, if its "
+                   "sha256 still matches (a model trained from files: every file its data_files.csv lists)")
     p.add_argument("--split", default=d.split, help=f"the split to score on (default {d.split}: no training or export "
                    "choice has seen it)")
     p.add_argument("--formats", type=_csv(str, "--formats"), default=(), help="comma-separated file names to measure, e.g. "

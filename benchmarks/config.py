@@ -23,7 +23,7 @@ class BenchmarkConfig:
     """Every choice behind one benchmark report; saved beside it as ``benchmark_config.json``."""
 
     model: str  # a model directory: saved_model/, model_card.json and the exported artifacts
-    data: str | None = None  # labelled images; None = the data file the model card names (sha256-checked)
+    data: str | None = None  # labelled images; None = the data the model card names (sha256-checked; files: data_files.csv)
     split: str = "test"  # held out from every choice made in training and export
     formats: tuple[str, ...] = ()  # file names to measure (the SavedModel always runs); () = all
     out: str | None = None  # report directory; None = MODEL/benchmark

@@ -29,7 +29,6 @@ from runtime.datasets import (
     binary_labels,
     check_split_pixels,
     iter_pixel_batches,
-    load_dataset,
 )
 from runtime.errors import DataError, ProcessError
 from runtime.evaluation import split_summary
@@ -104,7 +103,7 @@ def _check_split(split: Split, source: ModelSource) -> np.ndarray:
 
 
 def prepare_evaluation(cfg: BenchmarkConfig, source: ModelSource, work: Path) -> Evaluation:
-    dataset = load_dataset(cfg.data) if cfg.data else open_training_data(source, None)
+    dataset = open_training_data(source, cfg.data)
     split = dataset.split(cfg.split)
     if split is None:
         raise DataError(f"{dataset.path}: no {cfg.split!r} split; expected one of {', '.join(dataset.splits)}")

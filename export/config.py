@@ -120,8 +120,10 @@ class ExportConfig:
     overwrite: bool = field(default=False, metadata=option("replace artifacts of the same name (atomically, after "
                                                            "verification)", action="store_true"))
     data: str | None = field(default=None, metadata=option(
-        "labelled data (.npz, directory of .npy or a bundled dataset's name such as pneumoniamnist) to calibrate on "
-        "(train split) and verify on (val and test); default: the file the model card names, checked by sha256", CALIBRATION))
+        "labelled data (.npz, directory of .npy, a folder or CSV of image files with the model's class names, or a bundled "
+        "dataset's name such as pneumoniamnist) to calibrate on (train split) and verify on (val and test); default: the "
+        "data the model card names, checked by sha256 (for a model trained from files: its data_files.csv, file by file)",
+        CALIBRATION))
     calibration_data: str | None = field(default=None, metadata=option(
         "calibrate on these images instead: a dataset (its train split) or a .npy of images (N,H,W[,C]) from the "
         "deployment site", CALIBRATION))

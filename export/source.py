@@ -11,6 +11,11 @@ from pathlib import Path
 
 from runtime.datasets import Dataset, load_dataset
 from runtime.errors import DataError, ModelCardError
+from runtime.file_sources import (
+    FileSourceOptions,
+    model_source_options,
+    split_file_options,
+)
 from runtime.fileio import sha256_file
 from runtime.images import PixelRange
 from train.card import ModelCard
@@ -47,15 +52,29 @@ def open_model_dir(model_dir: str | Path) -> ModelSource:
     return ModelSource(directory, card, saved_model, TrainConfig.load(config_path))
 
 
-def open_training_data(source: ModelSource, data: str | None) -> Dataset:
-    """The labelled data to calibrate and verify on: ``data`` if given, else the file the card names.
+def file_options(source: ModelSource) -> FileSourceOptions:
+    """How image files are read for this model: its training size and its two classes by name."""
+    shape = source.card.data.training_shape
+    return model_source_options(shape[0] if shape else source.card.image_size, source.card.class_names)
 
-    The card's file must still be the one the model was trained on (same sha256): a changed
-    file would silently calibrate on other images and compare against other labels.
+
+def open_training_data(source: ModelSource, data: str | None) -> Dataset:
+    """The labelled data to calibrate and verify on: ``data`` if given, else the data the card names.
+
+    The card's data must still be what the model was trained on (same sha256): a changed file would
+    silently calibrate on other images and compare against other labels. A model trained from image
+    files is given its own split file back (every file's path, sha256 and split), so its exports
+    draw from the same training, validation and test images, checked file by file.
     """
     if data is not None:
-        return load_dataset(data)
+        return load_dataset(data, file_options(source))
     recorded = source.card.data
+    if recorded.from_files is not None:
+        split_file = source.directory / recorded.from_files.split_file
+        if not split_file.is_file():
+            raise DataError(f"{split_file}: missing; the model card says the model was trained from image files listed "
+                            "there; pass --data PATH to the same files")
+        return load_dataset(split_file, split_file_options(file_options(source).size, source.card.class_names))
     if recorded.bundled:  # found by name wherever the package is installed; compared by content, not by path
         dataset = load_dataset(recorded.bundled)
         expected = {str(dataset.path): f.sha256 for f in recorded.files[:1]}

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +16,9 @@ from .cli import Parser, run_cli
 from .explain import OcclusionConfig
 from .folder import SOME_FAILED_EXIT
 from .parity import PARITY_CHOICES
+
+if TYPE_CHECKING:
+    from .file_sources import FileRow
 
 EXAMPLE = ("examples:\n  python -m runtime predict runs/p75/model_int8.tflite xray1.png scan.dcm\n"
            "  python -m runtime predict runs/p75/model_int8.tflite exports/ --recursive --out results.csv\n"
@@ -85,7 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="also print the map's figures as JSON")
     ev = sub.add_parser("eval", help="sensitivity, specificity and ROC AUC on a labelled dataset")
     common(ev)
-    ev.add_argument("--data", required=True, help="a .npz, a directory of .npy files, or a bundled dataset's name: pneumoniamnist (as for python -m train)")
+    ev.add_argument("--data", required=True, help="a .npz, a directory of .npy files, a folder of image files (CLASS/* or "
+                    "{train,val,test}/CLASS/*, class folders named as the model's classes), a CSV manifest, or a bundled "
+                    "dataset's name: pneumoniamnist (as for python -m train). A folder without split folders is "
+                    "evaluated whole, as the test split; files the model was trained on are counted and warned about "
+                    "when its data_files.csv is beside the model file")
     ev.add_argument("--split", default="test", help="which split to evaluate")
     ev.add_argument("--positive-label", type=int, default=None, help="label value of the positive class (default: the model's)")
     ev.add_argument("--pixel-range", default=None, help="LOW,HIGH of float images; uint8 needs none")
@@ -153,15 +163,20 @@ def _eval(args: argparse.Namespace) -> None:
     from .datasets import binary_labels, iter_pixel_batches, load_dataset
     from .errors import DataError
     from .evaluation import check_prevalence, predictive_value_text, split_summary
+    from .file_sources import SPLIT_FILE, model_source_options
 
     prevalence = check_prevalence(args.prevalence)
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
                      pixel_range=args.pixel_range, interpreters=args.interpreters, kernels=args.kernels)
-    dataset = load_dataset(args.data)
+    dataset = load_dataset(args.data, model_source_options(clf.training_shape[0] if clf.training_shape else clf.image_size,
+                                                           clf.class_names))
     split = dataset.split(args.split)
     if split is None:
         raise DataError(f"{args.data}: no {args.split!r} split; it has {', '.join(dataset.splits)}")
-    positive = args.positive_label if args.positive_label is not None else clf.metadata.positive_label
+    if dataset.from_files is not None:
+        _warn_trained_on(dataset.from_files.rows, args.split, Path(args.model).parent / SPLIT_FILE)
+    positive = 1 if dataset.from_files is not None else (
+        args.positive_label if args.positive_label is not None else clf.metadata.positive_label)
     y = binary_labels(split, positive)
     logits = np.concatenate([clf.logits(b) for b in iter_pixel_batches(split, np.arange(len(split)), 64, clf.image_size,
                                                                         clf.pixel_range, keep_uint8=True)])
@@ -182,6 +197,19 @@ def _eval(args: argparse.Namespace) -> None:
     for name, row in summary.points.items():
         print(f"{name:<17} {row.threshold:9.4f}  {row.rate_text('sensitivity'):<25} {row.rate_text('specificity'):<25} "
               f"{predictive_value_text(row, 'ppv')} / {predictive_value_text(row, 'npv')}")
+
+
+def _warn_trained_on(rows: Iterable[FileRow], split: str, split_file: Path) -> None:
+    """Figures on images the model trained on overstate it: say how many, by content, when its split file is known."""
+    from .file_sources import trained_on
+
+    if not split_file.is_file():
+        return
+    evaluated = [row for row in rows if row.split == split]
+    seen = trained_on(evaluated, split_file)
+    if seen:
+        print(f"warning: {len(seen)} of {len(evaluated)} {split} images are files the model was trained on (same sha256 "
+              f"as a train row of {split_file}), e.g. {seen[0].path}: these figures overstate the model", file=sys.stderr)
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -22,22 +22,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .artifact_metadata import read_artifact_document
 from .backends import Backend, open_backend
-from .dicom import Window, is_dicom, read_dicom
+from .dicom import Window
 from .errors import ConfigError, DataError, ModelFileError
 from .images import PixelRange, check_pixels, to_model_pixels
 from .integrity import DIGEST_KEY, verify_content
 from .metrics import sigmoid
 from .model_metadata import ArtifactMetadata
 from .parity import check_parity, to_training_size
+from .reader import PIL_TO_RGB, read_image
 
 log = logging.getLogger("runtime")
 
 ImageLike = str | Path | Image.Image | np.ndarray
-_PIL_TO_RGB = {"RGBA", "P", "LA", "CMYK", "YCbCr", "1"}  # 8-bit modes PIL converts to RGB without loss of meaning
 
 
 @dataclass(frozen=True)
@@ -70,24 +70,6 @@ def verify_sidecar(path: Path, data: bytes) -> bool:
         raise ModelFileError(f"{path}: sha256 {actual[:12]}... does not match {expected and expected[:12]}... in {sidecar.name}; "
                              "the file is corrupt or was replaced")
     return True
-
-
-def load_image(path: Path, window: Window = Window()) -> np.ndarray:
-    """An image file as an (H, W) or (H, W, 3) uint8 array: PNG, JPEG and the other formats PIL reads, or DICOM."""
-    if is_dicom(path):
-        return read_dicom(path, window)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in _PIL_TO_RGB:
-                img = img.convert("RGB")
-            if img.mode not in ("L", "RGB"):
-                raise DataError(f"{path}: image mode {img.mode} (16-bit or float); expected an 8-bit grayscale or RGB image")
-            return np.asarray(img)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
 class Classifier:
@@ -147,10 +129,10 @@ class Classifier:
     def pixels(self, image: ImageLike, source: str = "image") -> np.ndarray:
         """One or more images as model input: (N, S, S, 3), uint8 for 8-bit sources, else float32 0-255."""
         if isinstance(image, (str, Path)):
-            array, source = load_image(Path(image), self.dicom_window), str(image)
+            array, source = read_image(Path(image), self.dicom_window), str(image)
             batch = array[None]
         elif isinstance(image, Image.Image):
-            img = image.convert("RGB") if image.mode in _PIL_TO_RGB else image
+            img = image.convert("RGB") if image.mode in PIL_TO_RGB else image
             if img.mode not in ("L", "RGB"):
                 raise DataError(f"{source}: PIL image mode {img.mode}; expected an 8-bit grayscale or RGB image")
             batch = np.asarray(img)[None]

@@ -48,6 +48,8 @@ def run_cli(action: Callable[[], int | None]) -> int:
         code = action()
     except InceptionEdgeError as exc:
         print(f"error: {first_line(exc)}", file=sys.stderr)
+        for line in getattr(exc, "details", ()):  # e.g. the files a data source cannot use, one per line
+            print(f"  {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

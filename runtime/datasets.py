@@ -1,4 +1,7 @@
-"""Loading labelled image arrays: a MedMNIST-style ``.npz`` or a directory of ``.npy`` files.
+"""Loading labelled images: a MedMNIST-style ``.npz``, a directory of ``.npy`` files, or image files.
+
+Image files (a folder per class, or a CSV manifest) go through ``runtime.file_sources``, which
+decodes them once into a memory-mapped store; from then on every stage reads them as arrays.
 
 numpy only, shared by every stage (training, export calibration, on-device evaluation).
 ``.npy`` files are memory-mapped, so only the rows a batch needs are ever read; ``.npz``
@@ -18,10 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from .bundled import BUNDLED, bundled_path, is_bundled_name
-from .errors import DataError, first_line
+from .errors import ConfigError, DataError, first_line
+from .file_sources import (
+    SPLITS,
+    FileSourceOptions,
+    FileSourceReport,
+    is_file_source,
+    read_file_source,
+)
 from .images import PixelRange, check_pixels, to_model_pixels
 
-SPLITS = ("train", "val", "test")
 _NPY_NAMES = {"train": ("Xtrain.npy", "Ytrain.npy"), "val": ("Xval.npy", "Yval.npy"), "test": ("Xtest.npy", "Ytest.npy")}
 _LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError)
 
@@ -45,6 +54,7 @@ class Dataset:
     splits: dict[str, Split]
     files: tuple[Path, ...] = field(default=())
     bundled: str | None = None  # the bundled dataset's name, so a model card can name data that exists on any install
+    from_files: FileSourceReport | None = None  # a folder or CSV source: its classes, files and splits
 
     def split(self, name: str) -> Split | None:
         return self.splits.get(name)
@@ -134,10 +144,11 @@ def _make_split(name: str, images: np.ndarray, labels: np.ndarray, source: str) 
     return Split(name, images, labels.astype(np.int64), source)
 
 
-def load_dataset(spec: str | Path) -> Dataset:
+def load_dataset(spec: str | Path, files: FileSourceOptions | None = None) -> Dataset:
     """Open a dataset (a path, or a bundled dataset's name) and check its structure.
 
-    Pixels are checked by :func:`check_split_pixels`.
+    A folder of class folders or a CSV manifest needs ``files``: the training size and the classes
+    (the trainer's options, or a trained model's). Pixels are checked by :func:`check_split_pixels`.
     """
     if is_bundled_name(spec):
         path = bundled_path(str(spec))
@@ -145,16 +156,29 @@ def load_dataset(spec: str | Path) -> Dataset:
     path = Path(spec)
     if not path.exists():
         raise DataError(f"{path}: no such file or directory; expected a .npz file, a directory with Xtrain.npy and "
-                        f"Ytrain.npy, or a bundled dataset name ({', '.join(sorted(BUNDLED))})")
+                        f"Ytrain.npy, a folder of image files, a .csv manifest, or a bundled dataset name "
+                        f"({', '.join(sorted(BUNDLED))})")
     try:
+        if is_file_source(path):
+            return _from_files(path, files)
         if path.is_dir():
-            splits, files = _from_dir(path)
-            return Dataset(path, splits, files)
+            splits, found = _from_dir(path)
+            return Dataset(path, splits, found)
         if path.suffix != ".npz":
-            raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected a .npz file or a directory of .npy files")
+            raise DataError(f"{path}: unsupported file type {path.suffix!r}; expected a .npz file, a directory of .npy files, a "
+                            "folder of image files or a .csv manifest")
         return Dataset(path, _from_npz(path), (path,))
     except PermissionError as exc:
         raise DataError(f"{exc.filename or path}: cannot be read (permission denied)") from None
+
+
+def _from_files(path: Path, files: FileSourceOptions | None) -> Dataset:
+    if files is None:
+        raise ConfigError(f"{path}: a folder or CSV of image files; this command reads arrays only (.npz, or a directory "
+                          "with Xtrain.npy and Ytrain.npy)")
+    splits, report = read_file_source(path, files)
+    return Dataset(path, {name: Split(name, images, labels, f"{path}:{name}")  # type: ignore[arg-type]
+                          for name, (images, labels) in splits.items()}, from_files=report)
 
 
 def check_split_pixels(split: Split, pixel_range: PixelRange | None) -> None:

@@ -24,6 +24,19 @@ class DataError(InceptionEdgeError):
     """A data file or array is missing, unreadable, or not what the stage expects."""
 
 
+class BadFilesError(DataError):
+    """Some files of a source cannot be used: one line for the whole source, then one line per file (the first 20)."""
+
+    LISTED = 20
+
+    def __init__(self, source: str, problems: list[str], hint: str) -> None:
+        self.problems = problems
+        self.details = tuple(problems[:self.LISTED]) + ((f"... and {len(problems) - self.LISTED} more",)
+                                                         if len(problems) > self.LISTED else ())
+        super().__init__(f"{source}: {len(problems)} bad file{'s' if len(problems) != 1 else ''} or entr"
+                         f"{'ies' if len(problems) != 1 else 'y'} (listed below); {hint}")
+
+
 class ConfigError(InceptionEdgeError):
     """An option or a combination of options is invalid."""
 

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .classifier import Classifier, ImageLike, load_image
+from .classifier import Classifier, ImageLike
 from .errors import ConfigError, DataError
 from .fileio import atomic_write_bytes
 from .metrics import sigmoid
 from .parity import centre_crop
+from .reader import read_image
 
 _BATCH = 32
 DISPLAY_SIZE = 512  # the overlay's longer side: readable on a screen whatever the model size
@@ -122,7 +123,7 @@ def occlusion_map(clf: Classifier, image: ImageLike, config: OcclusionConfig = O
 def display_image(clf: Classifier, image: ImageLike) -> np.ndarray:
     """The region the model looked at, at its own resolution (uint8 grayscale or RGB), for the overlay."""
     if isinstance(image, (str, Path)):
-        array = load_image(Path(image), clf.dicom_window)
+        array = read_image(Path(image), clf.dicom_window)
     elif isinstance(image, Image.Image):
         array = np.asarray(image.convert("L") if image.mode not in ("L", "RGB") else image)
     else:
@@ -185,7 +186,7 @@ def explain_to_png(clf: Classifier, image: ImageLike, out: str | Path, config: O
     out = check_png_path(out)
     name = Path(image).name if isinstance(image, (str, Path)) else "image"
     if isinstance(image, (str, Path)):  # decoded once for the map and the picture (a DICOM costs ~150 ms to read)
-        image = load_image(Path(image), clf.dicom_window)
+        image = read_image(Path(image), clf.dicom_window)
     explanation = occlusion_map(clf, image, config)
     title = (f"{name}: p({clf.class_names[1]}) = {explanation.probability:.3f} -> {explanation.label} "
              f"({explanation.operating_point}, p >= {explanation.threshold:.3f})")

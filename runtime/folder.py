@@ -24,8 +24,8 @@ from .classifier import Classifier
 from .dicom import is_dicom
 from .errors import ConfigError, DataError, InceptionEdgeError, OutputError, first_line
 from .fileio import atomic_file
+from .reader import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 ROW_FIELDS = ("path", "status", "probability", "logit", "positive", "label", "operating_point", "threshold", "error")
 OUTPUT_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 NOT_ENTERED = "folder not entered (use --recursive)"

@@ -100,14 +100,15 @@ def to_model_pixels(images: np.ndarray, image_size: int | None, pixel_range: Pix
         batch = (batch.astype(np.float32) - np.float32(pixel_range.low)) * scale
     _n, h, w, c = batch.shape
     if image_size is not None and (h, w) != (image_size, image_size):
-        batch = _resize(batch, image_size)
+        batch = resize_batch(batch, image_size)
     out = batch if keep_uint8 and batch.dtype == np.uint8 else batch.astype(np.float32, copy=False)
     if c == 1:
         out = np.repeat(out, 3, axis=-1)
     return out
 
 
-def _resize(batch: np.ndarray, size: int) -> np.ndarray:
+def resize_batch(batch: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W, C) to (N, size, size, C) with :data:`RESAMPLE`; uint8 stays uint8, float is resized as float32."""
     n, _, _, c = batch.shape
     out = np.empty((n, size, size, c), dtype=batch.dtype)
     for i in range(n):

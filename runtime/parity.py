@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import ConfigError
+from .images import resize_batch
 
 PARITY_CHOICES = ("crop", "stretch", "off")
 DOWNSAMPLE = Image.Resampling.BOX
@@ -71,3 +72,19 @@ def area_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
                     for c in range(planes.shape[2])], axis=-1)
     out = out[..., 0] if image.ndim == 2 else out
     return np.clip(np.rint(out), 0, 255).astype(np.uint8) if image.dtype == np.uint8 else out
+
+
+def file_to_training_pixels(image: np.ndarray, size: int) -> np.ndarray:
+    """A decoded image file (H, W) or (H, W, 3) uint8 as a ``size`` x ``size`` training image.
+
+    The training store of a folder or CSV source holds exactly what the runtime feeds the model for
+    the same file at the default ``crop`` parity, when the model's training size is ``size``:
+    :func:`to_training_size` (centre crop to square, area downsampling), then, for an image smaller
+    than ``size`` in either direction, the bilinear resize of ``runtime.images.to_model_pixels``.
+    """
+    image = to_training_size(image, (size, size), "crop")
+    if image.shape[:2] == (size, size):
+        return image
+    if image.ndim == 2:
+        return resize_batch(image[None, :, :, None], size)[0, :, :, 0]
+    return resize_batch(image[None], size)[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -15,6 +16,14 @@ from runtime.bundled import bundled_path
 
 ROOT = Path(__file__).resolve().parents[1]
 POINTS = [{"name": "youden", "threshold": 0.5, "logit_threshold": 0.0, "rule": "youden"}]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def image_store_in_tmp(tmp_path_factory) -> Path:
+    """Decoded-image stores (runtime.image_store) go to a temporary folder, never the user's ~/.cache; subprocesses inherit it."""
+    root = tmp_path_factory.mktemp("image_store")
+    os.environ["INCEPTION_EDGE_DATA_CACHE"] = str(root)
+    return root
 
 
 @pytest.fixture(scope="session")

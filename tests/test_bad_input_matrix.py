@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ class Case:
     module: str  # what follows `python -m`
     build: Callable[[Path, Path], list[str]]  # (work dir, model dir) -> arguments; may create files in the work dir
     culprit: str  # the one line must contain this
+    details: int = 0  # lines after it, indented: the bad files a data source holds, one per line
 
 
 def _npz(work: Path, name: str = "data.npz", **arrays) -> str:
@@ -80,19 +82,54 @@ def _png(work: Path, name: str = "x.png") -> str:
     return str(work / name)
 
 
+def _tree(work: Path, name: str = "xrays", classes: tuple[str, ...] = ("NORMAL", "PNEUMONIA"), per_class: int = 4) -> Path:
+    """A folder of class folders holding small PNGs named personN_M.png (two images per patient)."""
+    from PIL import Image
+
+    images = make_arrays(per_class * len(classes))[0]
+    for c, cls in enumerate(classes):
+        (work / name / cls).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(images[c * per_class + i]).save(work / name / cls / f"person{c}{i // 2}_{i}.png")
+    return work / name
+
+
+def _bad_files_tree(work: Path) -> str:
+    root = _tree(work, "badxrays", ("NORMAL", "PNEUMONIA", "COVID"))
+    (root / "NORMAL" / "person99_0.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(40)))
+    (root / "NORMAL" / "notes.txt").write_text("not an image")
+    (root / "PNEUMONIA" / "loop.png").symlink_to(root / "PNEUMONIA" / "loop.png")
+    return str(root)
+
+
+def _manifest(work: Path) -> str:
+    root = _tree(work)
+    rows = ["path,label"] + [f"{p.relative_to(work)},{p.parent.name}" for p in sorted(root.rglob("*.png"))] + ["xrays/gone.png,NORMAL"]
+    (work / "labels.csv").write_text("\n".join(rows) + "\n")
+    return str(work / "labels.csv")
+
+
+def _patient_in_two_splits(work: Path) -> str:
+    for split in ("train", "test"):
+        _tree(work / "split_xrays", split)
+    return str(work / "split_xrays")
+
+
 def _no_exports(work: Path, model: Path) -> str:
     shutil.copytree(model, work / "bare", ignore=shutil.ignore_patterns("*.tflite*", "*.onnx*", "benchmark"))
     return str(work / "bare")
 
 
 TRAIN = "train"
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d ")  # progress the CLIs log while they read data (hashing N/M files): not the error
 X, Y = make_arrays()
 CASES = [
     # train: data
     Case("train missing data", TRAIN, lambda w, m: ["--data", str(w / "nope.npz")], "nope.npz"),
     Case("train empty file", TRAIN, lambda w, m: ["--data", _file(w, "empty.npz", b"")], "empty.npz"),
     Case("train truncated npz", TRAIN, lambda w, m: ["--data", _file(w, "cut.npz", Path(_good(w)).read_bytes()[:300])], "cut.npz"),
-    Case("train wrong suffix", TRAIN, lambda w, m: ["--data", _file(w, "data.csv", b"1,2,3\n")], "data.csv"),
+    Case("train wrong suffix", TRAIN, lambda w, m: ["--data", _file(w, "data.txt", b"1,2,3\n")], "data.txt"),
+    Case("train csv without path column", TRAIN, lambda w, m: ["--data", _file(w, "data.csv", b"1,2,3\n")], "no 'path' column"),
     Case("train images 2-D", TRAIN, lambda w, m: ["--data", _npz(w, **_split_arrays(X.reshape(len(X), -1), Y))], "data.npz"),
     Case("train string images", TRAIN, lambda w, m: ["--data", _npz(w, **_split_arrays(X.astype(str), Y))], "data.npz"),
     Case("train NaN pixels", TRAIN, lambda w, m: ["--data", _npz(w, **_split_arrays(np.where(X > 100, np.nan, X / 255.0), Y)),
@@ -103,6 +140,19 @@ CASES = [
     Case("train out under a file", TRAIN, lambda w, m: ["--data", _good(w), "--out", _file(w, "afile", b"x") + "/model"], "afile"),
     Case("train conflicting sizes", TRAIN, lambda w, m: ["--data", _good(w), "--no-resize", "--image-size", "80"], "--no-resize"),
     Case("train image size", TRAIN, lambda w, m: ["--data", _good(w), "--image-size", "32"], "--image-size 32"),
+    # train: image files (a corrupt file, a non-image, a link loop and a third class: one run lists them all)
+    Case("train folder of bad files", TRAIN, lambda w, m: ["--data", _bad_files_tree(w), "--positive-class", "PNEUMONIA"],
+         "badxrays: 4 bad files or entries", details=4),
+    Case("train folder without positive class", TRAIN, lambda w, m: ["--data", str(_tree(w))], "--positive-class"),
+    Case("train folder without patients", TRAIN, lambda w, m: ["--data", str(_tree(w)), "--positive-class", "PNEUMONIA"],
+         "--patient-pattern"),
+    Case("train csv row without its file", TRAIN, lambda w, m: ["--data", _manifest(w), "--positive-class", "PNEUMONIA",
+                                                               "--patient-pattern", "(person\\d+)_"], "labels.csv: 1 bad file", details=1),
+    Case("train patient in two splits", TRAIN, lambda w, m: ["--data", _patient_in_two_splits(w), "--positive-class", "PNEUMONIA",
+                                                            "--patient-pattern", "(person\\d+)_"], "two splits", details=4),
+    Case("train positive label for files", TRAIN, lambda w, m: ["--data", str(_tree(w)), "--positive-class", "PNEUMONIA",
+                                                               "--patient-pattern", "(person\\d+)_", "--positive-label", "0"],
+         "--positive-label 0"),
     # export
     Case("tflite missing model", "export.tflite", lambda w, m: ["--model", str(w / "nope")], "nope"),
     Case("tflite not a model dir", "export.tflite", lambda w, m: ["--model", str(w)], "model_card.json"),
@@ -241,10 +291,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, outcomes):
     results, model_gained = outcomes
     outcome = results[case.name]
     proc = outcome.proc
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and not LOG_LINE.match(line)]
     assert proc.returncode == 2, (outcome.args, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert len(lines) == 1 + case.details and lines[0].startswith("error: "), lines
+    assert all(line.startswith("  ") for line in lines[1:]), lines
     assert case.culprit in lines[0], (case.culprit, lines[0])
     assert outcome.wrote == [], "wrote " + json.dumps(outcome.wrote)
     assert model_gained == [], "the model directory gained " + json.dumps(model_gained)

@@ -156,4 +156,4 @@ def test_cli_process_prints_one_line_without_traceback(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"error: {tmp_path / 'x.npz'}: no such file or directory; expected a .npz file, a directory with Xtrain.npy and Ytrain.npy, "
-                                                 "or a bundled dataset name (pneumoniamnist)"]
+                                                 "a folder of image files, a .csv manifest, or a bundled dataset name (pneumoniamnist)"]

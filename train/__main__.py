@@ -20,16 +20,30 @@ def build_parser() -> argparse.ArgumentParser:
                     "image arrays; write a SavedModel that takes raw 0-255 RGB pixels, a model card and the config.",
         epilog=EXAMPLE, formatter_class=DefaultsHelpFormatter)
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="a MedMNIST-style .npz (train_images/train_labels, optional val_*, test_*) "
-                   "or a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest), or the name of a bundled "
-                   "dataset: pneumoniamnist (balanced PneumoniaMNIST chest X-rays, CC BY 4.0; a local path of that name "
-                   "is written ./pneumoniamnist)")
+    g.add_argument("--data", required=True, help="a MedMNIST-style .npz (train_images/train_labels, optional val_*, test_*), "
+                   "a directory with Xtrain.npy/Ytrain.npy (optional Xval/Yval, Xtest/Ytest), a folder of image files "
+                   "(ROOT/CLASS/* or ROOT/{train,val,test}/CLASS/*: PNG, JPEG, DICOM), a CSV manifest (path,label"
+                   "[,split][,patient]), or the name of a bundled dataset: pneumoniamnist (balanced PneumoniaMNIST chest "
+                   "X-rays, CC BY 4.0; a local path of that name is written ./pneumoniamnist)")
     g.add_argument("--pixel-range", default=None, help="LOW,HIGH value range of float images, e.g. 0,1; required for float data, never guessed")
     g.add_argument("--positive-label", type=int, default=d["positive_label"].default, help="label value of the positive class (mapped to 1)")
     g.add_argument("--class-names", default=",".join(d["class_names"].default), help="NEGATIVE,POSITIVE names for the model card")
     g.add_argument("--val-fraction", type=float, default=d["val_fraction"].default, help="stratified hold-out from train when the data has no val split")
     g.add_argument("--no-balance", dest="balance", action="store_false", help="train on every training row instead of a balanced subset")
     g.add_argument("--subclass-labels", default=None, help=".npy of per-row subclass ids for the training split: undersample within them proportionally")
+    f = p.add_argument_group("image files (a folder or CSV --data; docs/data.md)")
+    f.add_argument("--positive-class", default=None, help="the positive class by name (a folder name or CSV label), "
+                   "e.g. PNEUMONIA; required for image files, never taken from sort order")
+    f.add_argument("--patient-pattern", default=None, help="regex on the file name whose first group is the patient id, "
+                   "e.g. 'person(\\d+)_' for Kermany's files; needed to split files that come without splits")
+    f.add_argument("--path-column", default=d["path_column"].default, help="CSV column of image paths (relative to the CSV)")
+    f.add_argument("--label-column", default=d["label_column"].default, help="CSV column of class labels")
+    f.add_argument("--split-column", default=d["split_column"].default, help="CSV column of train/val/test (optional)")
+    f.add_argument("--patient-column", default=d["patient_column"].default, help="CSV column of patient ids (optional)")
+    f.add_argument("--test-fraction", type=float, default=d["test_fraction"].default,
+                   help="share of each class held out as test, by patient, when the files come without splits")
+    f.add_argument("--skip-unreadable", action="store_true", help="train without files that cannot be decoded "
+                   "(default: list every bad file and stop); the model card names the files left out")
     m = p.add_argument_group("model")
     m.add_argument("--out", required=True, help="output directory (must be new or empty unless --overwrite)")
     m.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (atomically, on success only)")

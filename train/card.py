@@ -49,6 +49,27 @@ class DataFile:
 
 
 @dataclass(frozen=True)
+class FilesRecord:
+    """A model trained from image files: where the split of every file is, and what was left out or doubled."""
+
+    split_file: str  # relative to the card: runtime.file_sources.SPLIT_FILE, one row per file (path, sha256, class, split, patient)
+    kind: str  # "folder" or "csv"
+    split_method: str
+    transform: str  # runtime.image_store.TRANSFORM: how a file became the training image
+    unreadable: tuple[str, ...] = ()  # "path: reason" of files left out under --skip-unreadable
+    duplicates: tuple[str, ...] = ()  # identical content found in two splits
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split_file": self.split_file, "kind": self.kind, "split_method": self.split_method,
+                "transform": self.transform, "unreadable": list(self.unreadable), "duplicates": list(self.duplicates)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FilesRecord:
+        return cls(str(raw["split_file"]), str(raw["kind"]), str(raw.get("split_method", "")), str(raw.get("transform", "")),
+                   tuple(raw.get("unreadable", ())), tuple(raw.get("duplicates", ())))
+
+
+@dataclass(frozen=True)
 class DataRecord:
     """Where the training data came from, so later stages can find it again and prove it did not change."""
 
@@ -56,6 +77,7 @@ class DataRecord:
     bundled: str | None  # a bundled dataset's name (runtime.bundled): found by name on any install
     image_shape: tuple[int, ...] | None  # the stored images' shape before resizing: what later data must match
     files: tuple[DataFile, ...] = ()
+    from_files: FilesRecord | None = None  # image files (a folder or CSV) rather than arrays
 
     @property
     def training_shape(self) -> tuple[int, int] | None:
@@ -63,15 +85,20 @@ class DataRecord:
         return (int(self.image_shape[0]), int(self.image_shape[1])) if self.image_shape else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "bundled": self.bundled,
-                "image_shape": None if self.image_shape is None else list(self.image_shape),
-                "files": [{"path": f.path, "sha256": f.sha256} for f in self.files]}
+        out = {"path": self.path, "bundled": self.bundled,
+               "image_shape": None if self.image_shape is None else list(self.image_shape),
+               "files": [{"path": f.path, "sha256": f.sha256} for f in self.files]}
+        if self.from_files is not None:
+            out["from_files"] = self.from_files.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DataRecord:
         shape = raw.get("image_shape")
+        from_files = raw.get("from_files")
         return cls(raw.get("path"), raw.get("bundled"), None if shape is None else tuple(int(v) for v in shape),
-                   tuple(DataFile(str(f["path"]), f.get("sha256")) for f in raw.get("files", [])))
+                   tuple(DataFile(str(f["path"]), f.get("sha256")) for f in raw.get("files", [])),
+                   None if from_files is None else FilesRecord.from_dict(from_files))
 
 
 @dataclass(frozen=True)

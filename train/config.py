@@ -14,6 +14,7 @@ from typing import Any
 from runtime.config_dicts import config_from_dict, load_config_json
 from runtime.errors import ConfigError
 from runtime.evaluation import check_prevalence
+from runtime.file_sources import FileSourceOptions
 from runtime.images import MIN_IMAGE_SIZE, PixelRange
 
 FINE_TUNE_BLOCKS = tuple(f"mixed{i}" for i in range(1, 11))  # InceptionV3's blocks after the stem
@@ -28,7 +29,17 @@ class TrainConfig:
     resize: bool = True  # False trains at the arrays' own (square) size
     weights: str = "imagenet"  # "imagenet" (Keras download), "none" (random), or a local .h5 path
     positive_label: int = 1  # the user's label value for the positive class; becomes 1 internally
-    class_names: tuple[str, str] = ("negative", "positive")  # (negative, positive)
+    class_names: tuple[str, str] = ("negative", "positive")  # (negative, positive); image files: their class names
+    # Image files (a folder per class, or a CSV manifest; runtime.file_sources). The positive class is named, never
+    # the last in sort order; a source without splits is split by patient, so a patient id is needed.
+    positive_class: str | None = None
+    patient_pattern: str | None = None  # regex on the file name, e.g. "(person\\d+)_"; its first group is the patient
+    path_column: str = "path"
+    label_column: str = "label"
+    split_column: str = "split"
+    patient_column: str = "patient"
+    test_fraction: float = 0.2  # of each class's images, by patient, when the files come without splits
+    skip_unreadable: bool = False  # train without files that cannot be decoded (listed in the model card)
     pixel_range: str | None = None  # required for float images, e.g. "0,1"; uint8 is always 0-255
     val_fraction: float = 0.1  # stratified hold-out from train, only when the data has no val split
     balance: bool = True  # seeded random undersampling of the larger training class
@@ -93,6 +104,7 @@ class TrainConfig:
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)}: expected a rate in (0, 1)")
         check_prevalence(self.prevalence)
+        self.file_source_options()  # a bad --patient-pattern or --test-fraction is reported before any file is read
         if self.weights not in ("imagenet", "none") and not str(self.weights).endswith(".h5"):
             raise ConfigError(f"--weights {self.weights!r}: expected imagenet, none, or a path to a Keras .h5 weights file")
 
@@ -106,6 +118,14 @@ class TrainConfig:
         if self.fine_tune == "auto":
             return "mixed9" if self.weights == "none" else None
         return None if self.fine_tune == "none" else self.fine_tune
+
+    def file_source_options(self) -> FileSourceOptions:
+        """How image files become this model's training images (the same size, the named classes)."""
+        return FileSourceOptions(
+            size=self.image_size, positive_class=self.positive_class, patient_pattern=self.patient_pattern,
+            path_column=self.path_column, label_column=self.label_column, split_column=self.split_column,
+            patient_column=self.patient_column, skip_unreadable=self.skip_unreadable, val_fraction=self.val_fraction,
+            test_fraction=self.test_fraction, seed=self.seed)
 
     # -- persistence -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import logging
 import hashlib
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, ContextManager
 
@@ -20,14 +20,17 @@ import numpy as np
 
 from runtime.datasets import (Dataset, Split, binary_labels, check_split_pixels, iter_pixel_batches, load_dataset, load_npy,
                               negative_label)
-from runtime.errors import DataError
+from runtime.errors import ConfigError, DataError
+from runtime.file_sources import SPLIT_FILE, write_split_file
+from runtime.image_store import TRANSFORM
 from runtime.evaluation import SplitSummary
 from runtime.fileio import atomic_write_json, check_output_dir, sha256_file, sha256_tree, staged_output_dir
 from runtime.images import MIN_IMAGE_SIZE
 from runtime.metrics import OperatingPoint
 
 from .balance import class_counts, stratified_split, undersample
-from .card import CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR, DataFile, DataRecord, InputRecord, ModelCard, package_versions
+from .card import (CARD_NAME, CONFIG_NAME, SAVED_MODEL_DIR, DataFile, DataRecord, FilesRecord, InputRecord, ModelCard,
+                   package_versions)
 from .config import TrainConfig
 from .evaluate import choose_operating_points, saved_model_logits, split_metrics
 from .fit import cache_features, fit_stage
@@ -66,6 +69,25 @@ def _image_size(cfg: TrainConfig, data: Dataset) -> int:
     if h < MIN_IMAGE_SIZE:
         raise DataError(f"{train.source}: images are {h}x{w}, under InceptionV3's minimum of {MIN_IMAGE_SIZE}; drop --no-resize or pass --image-size")
     return int(h)
+
+
+def with_source_classes(cfg: TrainConfig, data: Dataset) -> TrainConfig:
+    """The config with the class names of an image-file source (its folder or label names); arrays keep the options."""
+    if data.from_files is None:
+        if cfg.positive_class is not None:
+            raise ConfigError(f"--positive-class {cfg.positive_class!r}: names a class of image files, but {cfg.data} holds "
+                              "arrays; use --positive-label for the label value of the positive class")
+        return cfg
+    names = data.from_files.class_names
+    if not cfg.resize:
+        raise ConfigError(f"--no-resize: {cfg.data} is image files, brought to --image-size {cfg.image_size} (drop --no-resize)")
+    if cfg.positive_label != TrainConfig.positive_label:
+        raise ConfigError(f"--positive-label {cfg.positive_label}: {cfg.data} is image files; name the positive class with "
+                          "--positive-class")
+    if cfg.class_names not in (TrainConfig.class_names, names):
+        raise ConfigError(f"--class-names {','.join(cfg.class_names)}: {cfg.data}'s classes are {names[0]} (negative) and "
+                          f"{names[1]} (positive); drop --class-names")
+    return replace(cfg, class_names=names)
 
 
 def _subclasses(cfg: TrainConfig, n: int) -> np.ndarray | None:
@@ -193,7 +215,8 @@ def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], 
         operating_points=tuple(points), metrics=metrics,
         data=DataRecord(path=str(data.path.resolve()), bundled=data.bundled,
                         image_shape=tuple(data.splits["train"].images.shape[1:]),
-                        files=tuple(DataFile(str(f.resolve()), sha256_file(f)) for f in data.files)),
+                        files=tuple(DataFile(str(f.resolve()), sha256_file(f)) for f in data.files),
+                        from_files=_files_record(data)),
         negative_label=neg_label,
         input=InputRecord(source_pixel_range=cfg.pixel_range or "0,255 (uint8)", name=INPUT_NAME),
         saved_model_sha256=sha256_tree(stage / SAVED_MODEL_DIR), config=CONFIG_NAME,
@@ -206,18 +229,30 @@ def _model_card(cfg: TrainConfig, stage: Path, size: int, plan: dict[str, Any], 
         versions=package_versions())
 
 
+def _files_record(data: Dataset) -> FilesRecord | None:
+    found = data.from_files
+    if found is None:
+        return None
+    return FilesRecord(SPLIT_FILE, found.kind, found.split_method, TRANSFORM, found.unreadable, found.duplicates)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     """Run the whole training stage and return the published directory and its model card."""
     started = time.monotonic()
     cfg.validate()
     out = check_output_dir(cfg.out, cfg.overwrite)
-    data = load_dataset(cfg.data)
+    data = load_dataset(cfg.data, cfg.file_source_options())
+    cfg = with_source_classes(cfg, data)
     size = _image_size(cfg, data)
     rows, counts = prepare_rows(cfg, data)
     # TensorFlow loads only now, after every check on the user's input has passed.
     import keras
     import tensorflow as tf
 
+    # Layer names (conv2d_80, ...) come from a process-wide counter: start it afresh, so that a model trained in a process
+    # that built others (a notebook, a test session) has the names the command line gives it, which reports and
+    # benchmarks.hard_case refer to. Before the seed: clearing the session also drops Keras's global seed state.
+    keras.backend.clear_session()
     keras.utils.set_random_seed(cfg.seed)
     tf.config.experimental.enable_op_determinism()
     neg_label = negative_label(data.splits["train"], cfg.positive_label)
@@ -234,6 +269,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         metrics = {name: split_metrics(rows[name].y, lg, points, cfg.prevalence) for name, lg in logits.items()}
         card = _model_card(cfg, stage, size, plan, points, metrics, counts, data, neg_label, time.monotonic() - started)
         atomic_write_json(stage / CONFIG_NAME, cfg.to_dict())
+        if data.from_files is not None:
+            write_split_file(stage / SPLIT_FILE, data.from_files.rows)
         atomic_write_json(stage / CARD_NAME, card.to_dict())
     _log_summary(card)
     return TrainResult(out, card)
