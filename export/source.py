@@ -54,8 +54,7 @@ def open_model_dir(model_dir: str | Path) -> ModelSource:
 
 def file_options(source: ModelSource) -> FileSourceOptions:
     """How image files are read for this model: its training size and its two classes by name."""
-    shape = source.card.data.training_shape
-    return model_source_options(shape[0] if shape else source.card.image_size, source.card.class_names)
+    return model_source_options(source.card.class_names, source.card.data.training_shape, source.card.image_size)
 
 
 def open_training_data(source: ModelSource, data: str | None) -> Dataset:
@@ -74,7 +73,7 @@ def open_training_data(source: ModelSource, data: str | None) -> Dataset:
         if not split_file.is_file():
             raise DataError(f"{split_file}: missing; the model card says the model was trained from image files listed "
                             "there; pass --data PATH to the same files")
-        return load_dataset(split_file, split_file_options(file_options(source).size, source.card.class_names))
+        return load_dataset(split_file, split_file_options(file_options(source)))
     if recorded.bundled:  # found by name wherever the package is installed; compared by content, not by path
         dataset = load_dataset(recorded.bundled)
         expected = {str(dataset.path): f.sha256 for f in recorded.files[:1]}

@@ -168,8 +168,7 @@ def _eval(args: argparse.Namespace) -> None:
     prevalence = check_prevalence(args.prevalence)
     clf = Classifier(args.model, operating_point=args.operating_point, backend=args.backend, threads=args.threads,
                      pixel_range=args.pixel_range, interpreters=args.interpreters, kernels=args.kernels)
-    dataset = load_dataset(args.data, model_source_options(clf.training_shape[0] if clf.training_shape else clf.image_size,
-                                                           clf.class_names))
+    dataset = load_dataset(args.data, model_source_options(clf.class_names, clf.training_shape, clf.image_size))
     split = dataset.split(args.split)
     if split is None:
         raise DataError(f"{args.data}: no {args.split!r} split; it has {', '.join(dataset.splits)}")

@@ -23,14 +23,21 @@ import logging
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .dicom import is_dicom
 from .errors import BadFilesError, ConfigError, DataError
-from .image_store import ImageStore, StoreRows, hash_files, open_or_build, ordered_map
+from .image_store import (
+    ImageStore,
+    StoreRows,
+    default_workers,
+    hash_files,
+    open_or_build,
+    ordered_map,
+)
 from .reader import IMAGE_SUFFIXES, header_channels
 
 log = logging.getLogger("runtime")
@@ -127,7 +134,11 @@ def is_file_source(path: Path) -> bool:
     """A CSV manifest, or a folder that holds no ``.npy`` arrays of its own (those are an array dataset)."""
     if path.is_file():
         return path.suffix.lower() == ".csv"
-    return path.is_dir() and any(True for _ in os.scandir(path)) and not any(path.glob("*.npy"))
+    if not path.is_dir():
+        return False
+    with os.scandir(path) as entries:
+        names = [entry.name for entry in entries]
+    return bool(names) and not any(name.endswith(".npy") for name in names)
 
 
 def scan(source: Path, options: FileSourceOptions) -> _Scan:
@@ -142,9 +153,11 @@ def scan(source: Path, options: FileSourceOptions) -> _Scan:
 
 def _scan_folder(root: Path) -> _Scan:
     result = _Scan()
-    subdirs = sorted((e for e in os.scandir(root) if e.is_dir(follow_symlinks=False)), key=lambda e: e.name)
+    with os.scandir(root) as scanned:
+        entries = sorted(scanned, key=lambda e: e.name)
+    subdirs = [e for e in entries if e.is_dir(follow_symlinks=False)]
     split_dirs = [e for e in subdirs if e.name.lower() in SPLITS]
-    for entry in os.scandir(root):
+    for entry in entries:
         if entry.is_file() and not entry.name.startswith("."):
             log.info("%s: not in a class folder, ignored", entry.path)
     if split_dirs:
@@ -199,7 +212,6 @@ def _scan_csv(manifest: Path, options: FileSourceOptions) -> _Scan:
                 if column not in header:
                     raise DataError(f"{manifest}: no {column!r} column ({option}); the header has {', '.join(header) or 'nothing'}")
             has_split, has_patient = options.split_column in header, options.patient_column in header
-            has_sha = "sha256" in header  # a split file written by training: every file must still be the one trained on
             result.has_patients = has_patient
             for line, row in enumerate(reader, start=2):
                 where = f"{manifest}:{line}"
@@ -216,7 +228,8 @@ def _scan_csv(manifest: Path, options: FileSourceOptions) -> _Scan:
                 if not os.path.isfile(path):
                     result.problems.append(f"{where}: {path}: no such file")
                     continue
-                result.found.append(_Found(path, label, split, patient, (row.get("sha256") or None) if has_sha else None))
+                # a split file written by training records each file's sha256: the file must still be the one trained on
+                result.found.append(_Found(path, label, split, patient, row.get("sha256") or None))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{manifest}: not a readable CSV manifest ({exc})") from None
     if result.has_patients:
@@ -355,8 +368,6 @@ def _cross_split_checks(found: list[_Found], has_patients: bool) -> tuple[list[s
 def _hash_and_peek(found: list[_Found], problems: list[str], workers: int | None) -> None:
     """Content hashes (the store's key) and each file's channels from its header; unreadable files become problems,
     and so does a file whose sha256 differs from the one its manifest records (a split file written by training)."""
-    from .image_store import default_workers
-
     n = workers or default_workers()
     for item, hashed in zip(found, hash_files([f.path for f in found], n)):
         if hashed.error is not None:
@@ -446,14 +457,17 @@ def _splits(usable: list[_Found], labels01: np.ndarray, store: ImageStore | None
     return out
 
 
-def model_source_options(size: int, class_names: tuple[str, str]) -> FileSourceOptions:
-    """Options for reading files for a trained model: its training size and classes; a source without splits is all test."""
-    return FileSourceOptions(size=size, class_names=class_names, unsplit="test")
+def model_source_options(class_names: tuple[str, str], training_shape: tuple[int, int] | None,
+                         image_size: int) -> FileSourceOptions:
+    """Options for reading files for a trained model: its training size (the model's input size for a model that
+    records none) and its classes by name; a source without splits is all test (evaluation)."""
+    return FileSourceOptions(size=training_shape[0] if training_shape else image_size, class_names=class_names,
+                             unsplit="test")
 
 
-def split_file_options(size: int, class_names: tuple[str, str]) -> FileSourceOptions:
-    """Options that read a model's own split file (:data:`SPLIT_FILE`) back as a CSV source."""
-    return FileSourceOptions(size=size, class_names=class_names, label_column="class", unsplit="test")
+def split_file_options(model: FileSourceOptions) -> FileSourceOptions:
+    """``model``'s options for reading its own split file (:data:`SPLIT_FILE`) back as a CSV source."""
+    return replace(model, label_column="class")
 
 
 def write_split_file(path: Path, rows: tuple[FileRow, ...]) -> None:

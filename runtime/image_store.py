@@ -28,14 +28,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from .errors import DataError, InceptionEdgeError, first_line
-from .fileio import DIR_MODE, atomic_write_json
+from .fileio import DIR_MODE, atomic_write_json, sha256_file
 from .parity import file_to_training_pixels
 from .reader import read_image
 
@@ -95,14 +95,6 @@ def ordered_map(fn: Callable[[Any], T], items: Iterable[Any], workers: int) -> I
             yield pending.popleft().result()
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class Hashed:
     """One file's content hash, or why it could not be read."""
@@ -117,7 +109,7 @@ def hash_files(paths: Sequence[str], workers: int) -> list[Hashed]:
         try:
             if os.path.getsize(path) == 0:
                 return Hashed(path, None, f"{path}: file is empty")
-            return Hashed(path, sha256_of(path), None)
+            return Hashed(path, sha256_file(path), None)
         except OSError as exc:
             return Hashed(path, None, f"{path}: cannot be read ({exc.strerror or type(exc).__name__})")
 
@@ -209,8 +201,7 @@ def _build(files: dict[str, str], size: int, channels: int, directory: Path, wor
         raise
     log.info("decoded %d files in %.1f s (%.0f/s) into %s", len(hashes), progress.seconds,
              len(hashes) / max(progress.seconds, 1e-9), directory)
-    built = _open(directory)
-    return ImageStore(built.directory, built.images, built.hashes, built.unreadable, progress.seconds)
+    return replace(_open(directory), seconds=progress.seconds)
 
 
 def _as_channels(image: np.ndarray, channels: int) -> np.ndarray:

@@ -12,6 +12,8 @@ is one function, :func:`read_image`, and everything that opens an image file cal
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +34,24 @@ def read_image(path: str | Path, window: Window = FILE_WINDOW) -> np.ndarray:
     path = Path(path)
     if is_dicom(path):
         return read_dicom(path, window)
+    with _opened(path) as img:
+        img.load()
+        if img.mode in PIL_TO_RGB:
+            img = img.convert("RGB")
+        if img.mode in SIXTEEN_BIT_MODES:
+            return _sixteen_bit(path, np.asarray(img))
+        if img.mode not in ("L", "RGB"):
+            raise DataError(f"{path}: image mode {img.mode} (float or 32-bit); expected an 8- or 16-bit grayscale "
+                            "or an RGB image")
+        return np.asarray(img)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``path`` opened by PIL; a missing or unreadable file (here or while decoding in the block) is a :class:`DataError`."""
     try:
         with Image.open(path) as img:
-            img.load()
-            if img.mode in PIL_TO_RGB:
-                img = img.convert("RGB")
-            if img.mode in SIXTEEN_BIT_MODES:
-                return _sixteen_bit(path, np.asarray(img))
-            if img.mode not in ("L", "RGB"):
-                raise DataError(f"{path}: image mode {img.mode} (float or 32-bit); expected an 8- or 16-bit grayscale "
-                                "or an RGB image")
-            return np.asarray(img)
+            yield img
     except FileNotFoundError:
         raise DataError(f"{path}: no such image file") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:  # ValueError: some truncated files fail in numpy
@@ -61,11 +70,6 @@ def header_channels(path: str | Path) -> int:
     path = Path(path)
     if is_dicom(path):
         return 1  # runtime.dicom reads monochrome radiographs only, and refuses the rest when decoding
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    with _opened(path) as img:
+        mode = img.mode
     return 1 if mode == "L" or mode in SIXTEEN_BIT_MODES else 3

@@ -20,6 +20,7 @@ from runtime.errors import BadFilesError, ConfigError, DataError
 from runtime.file_sources import (
     SPLIT_FILE,
     FileSourceOptions,
+    model_source_options,
     read_file_source,
     split_by_patient,
     split_file_options,
@@ -234,7 +235,7 @@ def test_the_split_file_gives_back_the_same_images_and_refuses_a_changed_file(ke
     shutil.copytree(kermany, root)
     data = load_dataset(root, options())
     write_split_file(tmp_path / SPLIT_FILE, data.from_files.rows)
-    again = load_dataset(tmp_path / SPLIT_FILE, split_file_options(75, ("NORMAL", "PNEUMONIA")))
+    again = load_dataset(tmp_path / SPLIT_FILE, split_file_options(model_source_options(("NORMAL", "PNEUMONIA"), (75, 75), 75)))
     for name in ("train", "val", "test"):
         np.testing.assert_array_equal(np.asarray(again.splits[name].images), np.asarray(data.splits[name].images))
         np.testing.assert_array_equal(again.splits[name].labels, data.splits[name].labels)
@@ -242,7 +243,7 @@ def test_the_split_file_gives_back_the_same_images_and_refuses_a_changed_file(ke
     victim = Path(next(r.path for r in data.from_files.rows if r.split == "test"))
     Image.fromarray(np.full((96, 96), 7, np.uint8)).save(victim)
     with pytest.raises(BadFilesError) as err:
-        load_dataset(tmp_path / SPLIT_FILE, split_file_options(75, ("NORMAL", "PNEUMONIA")))
+        load_dataset(tmp_path / SPLIT_FILE, split_file_options(model_source_options(("NORMAL", "PNEUMONIA"), (75, 75), 75)))
     assert err.value.problems[0].startswith(f"{victim}: sha256") and "changed since the model was trained" in err.value.problems[0]
 
 

@@ -88,9 +88,9 @@ def _variable_names(model_dir: Path) -> set[str]:
 
 
 def _split_file_options(card: ModelCard):
-    from runtime.file_sources import split_file_options
+    from runtime.file_sources import model_source_options, split_file_options
 
-    return split_file_options(75, card.class_names)
+    return split_file_options(model_source_options(card.class_names, card.data.training_shape, card.image_size))
 
 
 @pytest.fixture(scope="module")
