@@ -25,6 +25,8 @@ import pytest
 
 from benchmarks.reference import REFERENCE_DATA, REFERENCE_EXPORTS
 
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as tests/conftest.py: the trainer's kernels in every process
+
 _OPTIONS = (("--bench-model", "INCEPTION_EDGE_BENCH_MODEL", None, "model directory to check (default: the cached small model)"),
             ("--bench-data", "INCEPTION_EDGE_BENCH_DATA", None, "labelled data (default: the file the model card names)"),
             ("--max-drift", "INCEPTION_EDGE_MAX_DRIFT", "", "drift limits KEY=VALUE,... (sensitivity, specificity, auc, agreement)"),

@@ -75,6 +75,16 @@ class DriftError(InceptionEdgeError):
     exit_code = 3
 
 
+class ClusterError(InceptionEdgeError):
+    """A process of a multi-worker training cluster stopped or became unreachable, so the others cannot go on.
+
+    Not the user's mistake, so CLIs exit with 4: a scheduler can tell a lost peer (worth a restart) from bad options
+    (2) or a model that missed its limits (3).
+    """
+
+    exit_code = 4
+
+
 class ProcessError(InceptionEdgeError):
     """A step run in a fresh Python process failed, timed out, or gave no readable result.
 

@@ -15,6 +15,10 @@ from benchmarks.reference import REFERENCE_DATA
 from runtime.bundled import bundled_path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The kernels train.pipeline.prefer_onednn() asks for, in this process and every child, before any test imports
+# TensorFlow: on an AVX2-only CPU, TensorFlow would otherwise pick slower ones, and differently in the processes
+# that train (train() asks for oneDNN) and the ones that do not.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 POINTS = [{"name": "youden", "threshold": 0.5, "logit_threshold": 0.0, "rule": "youden"}]
 
 
@@ -34,7 +38,7 @@ def xray_data() -> Path:
 
 @pytest.fixture(scope="session")
 def trained75(request, tmp_path_factory):
-    """The reference model: seed 0, 75x75, --weights none (3.5-13 minutes on 2 cores, with AVX-512 or AVX2 only).
+    """The reference model: seed 0, 75x75, --weights none (about 75 s on a 2-core Zen 4 with AVX-512).
 
     Trained once per version of the code and data and kept in pytest's cache, shared with
     ``pytest benchmarks/`` (see ``benchmarks.reference``). Tests must never write into it: those

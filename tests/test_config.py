@@ -40,5 +40,5 @@ def test_unknown_keys_in_a_saved_config_are_refused(tmp_path):
 
 def test_fine_tune_auto_depends_on_the_weights():
     assert TrainConfig(data="d", out="o").resolved_fine_tune() is None  # the notebook's frozen ImageNet base
-    assert TrainConfig(data="d", out="o", weights="none").resolved_fine_tune() == "mixed9"
+    assert TrainConfig(data="d", out="o", weights="none").resolved_fine_tune() == "mixed8"
     assert TrainConfig(data="d", out="o", weights="none", fine_tune="none").resolved_fine_tune() is None

@@ -69,7 +69,7 @@ def previous(tmp_path_factory):
 POINTS: dict[str, tuple[Proof, Proof | None]] = {
     "starting": (_staged(None), _logged(" features (")),  # the staging directory exists; the network is being built
     "caching features": (_logged(" features ("), _logged("head: up to")),  # train.fit.cache_features' progress line
-    "fitting": (_logged("head: up to"), _staged("saved_model")),  # train.fit.fit_stage, just before model.fit
+    "fitting": (_logged("head: up to"), _staged("saved_model")),  # train.loop.fit_stage, before its first epoch
     "exporting the SavedModel": (_staged("saved_model"), _staged("train_config.json")),
     # The staged train_config.json lives a few milliseconds before the card is written and the directory renamed, too
     # short for polling to catch every time; the summary train.pipeline logs right after the rename is the other proof

@@ -7,7 +7,8 @@ import sys
 
 from runtime.cli import DefaultsHelpFormatter, Parser, run_cli
 
-from .config import FINE_TUNE_BLOCKS, TrainConfig
+from .config import ENGINES, FINE_TUNE_BLOCKS, SCHEDULES, TrainConfig
+from .distribute import DISTRIBUTE
 
 EXAMPLE = "example: python -m train --data pneumoniamnist --image-size 75 --weights none --out runs/pneumonia75"
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float, default=d["learning_rate"].default, help="Adam learning rate for the head")
     t.add_argument("--fine-tune-epochs", type=int, default=d["fine_tune_epochs"].default, help="epochs for the fine-tuned blocks")
     t.add_argument("--fine-tune-learning-rate", type=float, default=d["fine_tune_learning_rate"].default, help="Adam learning rate for fine-tuning")
+    t.add_argument("--fine-tune-schedule", default=d["fine_tune_schedule"].default, choices=SCHEDULES,
+                   help="cosine: the rate decays to 0 over exactly --fine-tune-epochs, best validation epoch kept; "
+                   "plateau: cut the rate on a val_loss plateau and stop early, as the head does")
     t.add_argument("--batch-size", type=int, default=d["batch_size"].default)
     t.add_argument("--early-stopping-patience", type=int, default=d["early_stopping_patience"].default, help="epochs without val_loss improvement")
     t.add_argument("--target-sensitivity", type=float, default=d["target_sensitivity"].default, help="for the high_sensitivity operating point")
@@ -64,8 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--prevalence", type=float, default=None, help="share of positives where the model will be used "
                    "(e.g. 0.05): the model card gives PPV and NPV at it, with intervals (default: each split's own)")
     t.add_argument("--seed", type=int, default=d["seed"].default, help="seeds balancing, splitting, initialization and shuffling")
-    t.add_argument("--distribute", default=d["distribute"].default, choices=("none", "mirrored"),
-                   help="mirrored: tf.distribute.MirroredStrategy over every local GPU")
+    t.add_argument("--distribute", default=d["distribute"].default, choices=DISTRIBUTE,
+                   help="mirrored: tf.distribute.MirroredStrategy over every local GPU; multiworker: "
+                   "MultiWorkerMirroredStrategy over the processes the TF_CONFIG environment variable names, one per "
+                   "machine, each started with the same command (the chief writes --out; docs/train.md)")
+    t.add_argument("--engine", default=d["engine"].default, choices=ENGINES,
+                   help="loop: the training loop under tf.distribute (every --distribute); keras-fit: the notebook's "
+                   "model.fit, the slower reference (not with multiworker)")
     return p
 
 
@@ -87,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         from . import train
 
         result = train(config_from_args(args))
-        print(result.out)
+        if result.card is not None:  # a multiworker cluster's other workers write nothing; the chief prints the model
+            print(result.out)
 
     return run_cli(go)
 

@@ -1,4 +1,4 @@
-"""Training on cached features: the frozen part of the network runs once, not every epoch.
+"""Training on cached features: the frozen part of the network runs once, not every epoch; and the notebook's loop.
 
 A 299x299 forward pass costs about 67 ms per image on a 2-core CPU, so 20 naive epochs over
 2,428 images take about 55 minutes; caching the frozen part's output makes each epoch cost
@@ -21,12 +21,31 @@ from .config import TrainConfig
 log = logging.getLogger(__name__)
 
 
+def compiled_forward(model: Any) -> Any:
+    """``model`` in inference mode as one compiled function of a batch.
+
+    Not Keras's ``predict``: under a tf.distribute strategy that would spread each batch over the cluster's replicas,
+    while every process here needs the outputs of every row it asks for.
+    """
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def forward(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model``'s outputs for every row of ``x`` (which may be memory-mapped), ``batch_size`` rows at a time."""
+    run = compiled_forward(model)
+    return np.concatenate([np.asarray(run(np.asarray(x[i:i + batch_size])), dtype=np.float32)
+                           for i in range(0, len(x), batch_size)])
+
+
 def cache_features(extractor: Any, batches: Iterable[np.ndarray], n: int, path: Path, what: str) -> np.ndarray:
     """Run ``extractor`` over ``batches`` (n rows in all) into a .npy memmap at ``path``."""
     out: np.ndarray | None = None
+    run = compiled_forward(extractor)
     done, last_report, start = 0, -1, time.monotonic()
     for batch in batches:
-        feats = np.asarray(extractor.predict_on_batch(batch), dtype=np.float32)
+        feats = np.asarray(run(batch), dtype=np.float32)
         if out is None:
             out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, *feats.shape[1:]))
         out[done:done + feats.shape[0]] = feats
@@ -68,16 +87,20 @@ def _batches_class():
     return ArrayBatches
 
 
-def fit_stage(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-              cfg: TrainConfig, learning_rate: float, epochs: int, seed: int, name: str) -> dict[str, Any]:
-    """The notebook's loop: Adam, logits with binary cross-entropy, early stopping and LR decay on val_loss."""
+def keras_fit_stage(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+                    cfg: TrainConfig, learning_rate: float, epochs: int, seed: int, name: str, strategy: Any,
+                    schedule: str = "plateau") -> dict[str, Any]:
+    """The notebook's loop as it was written, with ``model.fit`` (``--engine keras-fit``).
+
+    Kept as the reference :mod:`train.loop` is measured against (``python -m benchmarks.train_speed``): the same
+    rules (TrainConfig refuses any ``schedule`` but "plateau" here), about twice the time a step on a CPU. One
+    process or MirroredStrategy only.
+    """
     import keras
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
-        metrics=[keras.metrics.AUC(from_logits=True, name="auc")],
-    )
+    with strategy.scope():
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=keras.losses.BinaryCrossentropy(from_logits=True),
+                      metrics=[keras.metrics.AUC(from_logits=True, name="auc")])
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=cfg.early_stopping_min_delta,
                                       patience=cfg.early_stopping_patience, restore_best_weights=cfg.restore_best_weights),
