@@ -120,12 +120,17 @@ def barrier(strategy: Any, role: Role) -> None:
 
 @contextlib.contextmanager
 def peers_watched(role: Role) -> Iterator[None]:
-    """Turn TensorFlow's error for a lost peer into one :class:`ClusterError` line naming this process."""
+    """Turn TensorFlow's error for a lost peer into one :class:`ClusterError` line naming this process.
+
+    Only in a cluster: a single process has no peer to lose, so such an error there is a bug and keeps its traceback.
+    """
     import tensorflow as tf
 
     try:
         yield
     except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.DeadlineExceededError) as exc:
+        if role.workers <= 1:
+            raise
         # TensorFlow's message is a multi-line trace; its cause is the line about the peer (unhealthy, reset, ...).
         lines = [line.strip() for line in str(exc.message).splitlines() if line.strip()]
         reason = next((line for line in lines if "aborted by" in line or "unhealthy" in line), type(exc).__name__)
