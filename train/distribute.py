@@ -79,8 +79,9 @@ def role_from_tf_config(environ: Mapping[str, str] | None = None) -> Role:
     return Role(task_type, index, sum(len(h) for h in cluster.values()), "chief" in cluster)
 
 
-def make_strategy(kind: str) -> Any:
-    """The strategy for ``--distribute kind``; call before any other TensorFlow work."""
+def make_strategy(kind: str, role: Role) -> Any:
+    """The strategy for ``--distribute kind`` in this process's ``role`` (:func:`role_from_tf_config` for
+    multiworker); call before any other TensorFlow work."""
     import tensorflow as tf
 
     if kind == "none":
@@ -91,7 +92,6 @@ def make_strategy(kind: str) -> Any:
         return strategy
     if kind != "multiworker":
         raise ConfigError(f"--distribute {kind!r}: expected one of {', '.join(DISTRIBUTE)}")
-    role = role_from_tf_config()
     # Waits until every process of TF_CONFIG has started; a peer that dies later fails the collectives of the others
     # (TensorFlow's health check), which train() turns into one error line.
     strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,15 @@ def compiled_forward(model: Any) -> Any:
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
-def forward(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
-    """``model``'s outputs for every row of ``x`` (which may be memory-mapped), ``batch_size`` rows at a time."""
-    run = compiled_forward(model)
+def batched_outputs(run: Callable[[np.ndarray], Any], x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``run``'s outputs for every row of ``x`` (which may be memory-mapped), ``batch_size`` rows at a time."""
     return np.concatenate([np.asarray(run(np.asarray(x[i:i + batch_size])), dtype=np.float32)
                            for i in range(0, len(x), batch_size)])
+
+
+def forward(model: Any, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """``model``'s outputs for every row of ``x``, through one compiled function (:func:`compiled_forward`)."""
+    return batched_outputs(compiled_forward(model), x, batch_size)
 
 
 def cache_features(extractor: Any, batches: Iterable[np.ndarray], n: int, path: Path, what: str) -> np.ndarray:
@@ -88,13 +92,12 @@ def _batches_class():
 
 
 def keras_fit_stage(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                    cfg: TrainConfig, learning_rate: float, epochs: int, seed: int, name: str, strategy: Any,
-                    schedule: str = "plateau") -> dict[str, Any]:
+                    cfg: TrainConfig, learning_rate: float, epochs: int, seed: int, name: str, strategy: Any) -> dict[str, Any]:
     """The notebook's loop as it was written, with ``model.fit`` (``--engine keras-fit``).
 
     Kept as the reference :mod:`train.loop` is measured against (``python -m benchmarks.train_speed``): the same
-    rules (TrainConfig refuses any ``schedule`` but "plateau" here), about twice the time a step on a CPU. One
-    process or MirroredStrategy only.
+    rules on the notebook's plateau schedule only (TrainConfig refuses the cosine one with this engine), about twice
+    the time a step on a CPU. One process or MirroredStrategy only.
     """
     import keras
 

@@ -28,6 +28,7 @@ import numpy as np
 from runtime.metrics import roc_auc
 
 from .config import TrainConfig
+from .fit import batched_outputs, compiled_forward
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,13 @@ class Plateau:
     def of(cls, cfg: TrainConfig) -> Plateau:
         return cls(cfg.early_stopping_patience, cfg.early_stopping_min_delta, cfg.reduce_lr_patience,
                    cfg.reduce_lr_min_delta, cfg.reduce_lr_factor, cfg.min_learning_rate)
+
+    @classmethod
+    def never_stopping(cls, epochs: int) -> Plateau:
+        """Rules that neither stop nor change the rate within ``epochs`` epochs: they only track the best epoch
+        (the cosine schedule, whose rate the optimizer's schedule sets)."""
+        return cls(stop_patience=epochs + 1, stop_min_delta=0.0, lr_patience=epochs + 1, lr_min_delta=0.0, factor=1.0,
+                   min_lr=0.0)
 
     def after_epoch(self, epoch: int, value: float, lr: float) -> tuple[bool, bool, float]:
         """(improved, stop, next learning rate) after ``epoch`` (0-based) ended with ``value``."""
@@ -140,16 +148,12 @@ class _Steps:
             summed = strategy.run(replica_step, args=(x, y, global_n))
             return strategy.reduce(tf.distribute.ReduceOp.SUM, summed, axis=None)
 
-        @tf.function(reduce_retracing=True)
-        def predict(x: Any) -> Any:
-            return model(x, training=False)
-
         @tf.function
         def all_mean(value: Any) -> Any:
             return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(lambda v: tf.identity(v), args=(value,)),
                                    axis=None)
 
-        self.train_step, self.predict, self.all_mean = train_step, predict, all_mean
+        self.train_step, self.predict, self.all_mean = train_step, compiled_forward(model), all_mean
 
     def per_replica(self, batch: np.ndarray) -> Any:
         """This process's replicas' shares of a global batch, as the distributed value ``strategy.run`` takes."""
@@ -158,8 +162,7 @@ class _Steps:
             lambda ctx: self.tf.constant(replica_share(batch, ctx.replica_id_in_sync_group, replicas)))
 
     def logits(self, x: np.ndarray, batch_size: int) -> np.ndarray:
-        return np.concatenate([np.asarray(self.predict(self.tf.constant(np.asarray(x[i:i + batch_size]))))
-                               for i in range(0, len(x), batch_size)]).reshape(-1)
+        return batched_outputs(self.predict, x, batch_size).reshape(-1)
 
     def agreed(self, value: float) -> float:
         """``value`` made bit-identical on every worker (their mean), so that their decisions cannot differ."""
@@ -180,7 +183,7 @@ def fit_stage(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     batches = (len(y) + cfg.batch_size - 1) // cfg.batch_size
     cosine = schedule == "cosine"
     steps = _Steps(model, strategy, learning_rate, epochs * batches if cosine else None)
-    plateau = Plateau.of(cfg) if not cosine else Plateau(epochs + 1, 0.0, epochs + 1, 0.0, 1.0, 0.0)
+    plateau = Plateau.never_stopping(epochs) if cosine else Plateau.of(cfg)
     rng = np.random.default_rng(seed)
     history: dict[str, list[float]] = {"loss": [], "val_loss": [], "val_auc": [], "learning_rate": []}
     best_weights = [np.array(v) for v in model.trainable_variables]

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +174,8 @@ def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path, strate
     cached = {name: cache_features(views.stem, _pixels(r, cfg, size), r.indices.size, work / f"{name}_features.npy",
                                    f"{name} features ({views.cut_layer})") for name, r in rows.items() if name in ("train", "val")}
     fit_stage = keras_fit_stage if cfg.engine == "keras-fit" else loop_fit_stage
+    # The fine-tuning stage's schedule is the loop's choice; keras-fit has the notebook's plateau rules only.
+    fine_tune_stage = keras_fit_stage if cfg.engine == "keras-fit" else partial(loop_fit_stage, schedule=cfg.fine_tune_schedule)
     stages: dict[str, Any] = {}
     if fine_tune is None:
         pooled = cached
@@ -181,9 +184,9 @@ def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path, strate
     stages["head"] = fit_stage(views.head, (pooled["train"], rows["train"].y), (pooled["val"], rows["val"].y),
                                cfg, cfg.learning_rate, cfg.epochs, cfg.seed, "head", strategy)
     if fine_tune is not None and cfg.fine_tune_epochs > 0:
-        stages["fine_tune"] = fit_stage(views.top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
-                                        cfg, cfg.fine_tune_learning_rate, cfg.fine_tune_epochs, cfg.seed + 1,
-                                        f"fine-tune {fine_tune}..mixed10", strategy, cfg.fine_tune_schedule)
+        stages["fine_tune"] = fine_tune_stage(views.top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
+                                              cfg, cfg.fine_tune_learning_rate, cfg.fine_tune_epochs, cfg.seed + 1,
+                                              f"fine-tune {fine_tune}..mixed10", strategy)
     plan = {"fine_tune": fine_tune, "trained_blocks": views.trained_blocks, "cached_layer": views.cut_layer,
             "batchnorm": "frozen (inference mode, statistics as loaded)", "engine": cfg.engine, "stages": stages}
     return views.model, plan
@@ -257,7 +260,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     import keras
     import tensorflow as tf
 
-    strategy = make_strategy(cfg.distribute)
+    strategy = make_strategy(cfg.distribute, role)
     # Layer names (conv2d_80, ...) come from a process-wide counter: start it afresh, so that a model trained in a process
     # that built others (a notebook, a test session) has the names the command line gives it, which reports and
     # benchmarks.hard_case refer to. Before the seed: clearing the session also drops Keras's global seed state.
