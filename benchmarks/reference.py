@@ -69,26 +69,19 @@ def cache_key(data: str | Path, *parts: str, code: tuple[str, ...] = EXPORT_CODE
     return h.hexdigest()[:16]
 
 
-# The hard case's base model: the recipe its outlier (benchmarks.hard_case.OUTLIER, 200x that model's largest mixed9
-# activation) was calibrated on, the previous default for --weights none (mixed9..mixed10, plateau, model.fit). It is
-# the same model the reference was before; the fallback's figures in docs/export.md are of it.
-HARD_CASE_RECIPE = {"engine": "keras-fit", "fine_tune": "mixed9", "fine_tune_schedule": "plateau", "fine_tune_epochs": 30}
-
-
-def cached_trained_model(cache_root: Path, data: str | Path, recipe: dict | None = None) -> Path:
-    """The reference model (or the reference config with ``recipe``'s fields), trained, no exports; built on the
-    first call for this key.
+def cached_trained_model(cache_root: Path, data: str | Path) -> Path:
+    """The reference model, trained (no exports); built on the first call for this key.
 
     train() stages its output and renames it into place itself, so it writes straight to the
     final path (which its saved config then names exactly).
     """
-    cfg = replace(reference_train_config(data, ""), **(recipe or {}))
-    key = cache_key(data, json.dumps({**cfg.to_dict(), "out": None}, sort_keys=True), code=TRAINING_CODE)
+    key = cache_key(data, json.dumps({**reference_train_config(data, "").to_dict(), "out": None}, sort_keys=True),
+                    code=TRAINING_CODE)
     model = Path(cache_root) / f"trained-{key}" / "model"
     if not (model / "model_card.json").is_file():
         from train import train
 
-        train(replace(cfg, out=str(model), overwrite=True))
+        train(replace(reference_train_config(data, model), overwrite=True))
     return model
 
 
@@ -149,7 +142,7 @@ def cached_hard_case(cache_root: Path, data: str | Path) -> Path:
     from export.onnx import export_onnx
     from export.tflite import export_tflite
 
-    trained = cached_trained_model(cache_root, data, HARD_CASE_RECIPE)
+    trained = cached_trained_model(cache_root, data)
     configs = hard_case_export_configs(Path("MODEL"))
     key = cache_key(data, trained.parent.name, Path(hard_case.__file__).read_text(encoding="utf-8"),
                     json.dumps([c.to_dict() for c in configs], sort_keys=True))

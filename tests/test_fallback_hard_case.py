@@ -1,6 +1,6 @@
 """The hard case of ``--fallback auto``: plain int8 breaks the limits, the fallback meets them, for TFLite and ONNX.
 
-The model is the reference model with one mixed9 tensor given an outlier channel
+The model is the reference model with one mixed8 tensor given an outlier channel
 (``benchmarks.hard_case``); the float logits are unchanged. Limits and gate are the exports' defaults,
 which the unmodified model's int8 exports meet.
 """
@@ -19,7 +19,7 @@ from export.splits import CHOOSE_SPLIT, JUDGE_SPLIT
 from export.verify import shown_beyond_failures
 from train.card import ModelCard
 
-PLANTED = "activation_80"  # the ReLU output of conv2d_80 that benchmarks.hard_case breaks
+PLANTED = "activation_70"  # the ReLU output of conv2d_70 that benchmarks.hard_case breaks
 
 
 def _sidecar(path: Path) -> Sidecar:
@@ -47,8 +47,9 @@ def test_plain_int8_breaks_the_limits(hard75, fmt):
     shown = {split: shown_beyond_failures(split, row, DriftLimits()) for split, row in report.splits.items()}
     assert set(shown) == {"val", "test", "train_unused"} and all(shown.values()), shown
     assert len(shown["train_unused"]) >= 3, shown
-    worst_sens = max(abs(p.delta("sensitivity")) for r in report.splits.values() for p in r.points.values())
-    assert worst_sens > 0.1  # not a near miss: a tenth of the positives change side somewhere
+    worst = max(abs(p.delta(rate)) for r in report.splits.values() for p in r.points.values()
+                for rate in ("sensitivity", "specificity"))
+    assert worst > 0.06  # not a near miss: three times the default 0.02 limit somewhere
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
@@ -80,7 +81,7 @@ def test_fallback_meets_the_limits_and_names_the_float_layers(hard75, fmt):
     assert not report["steps"][0]["selection_passed"] and report["steps"][1]["selection_passed"]
     assert report["steps"][1]["kept"] and report["steps"][1]["shortfall"] <= 0 < report["steps"][0]["shortfall"]
     assert len(report["layers_kept_float"]) == 1 and PLANTED in report["layers_kept_float"][0]
-    assert any("conv2d_81" in n or "activation_81" in n or "batch_normalization_81" in n for n in report["float_nodes"])
+    assert any("conv2d_71" in n or "activation_71" in n or "batch_normalization_71" in n for n in report["float_nodes"])
     assert all(isinstance(s["p50_ms"], float) and s["p50_ms"] > 0 for s in report["steps"])
     assert isinstance(report["steps"][1]["latency_cost_ms"], float)
     assert sidecar.metadata.artifact.float_layers  # the metadata inside the file says what stayed float
