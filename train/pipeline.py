@@ -173,9 +173,10 @@ def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path, strate
         views = build_inception(size, cfg.weights, fine_tune)
     cached = {name: cache_features(views.stem, _pixels(r, cfg, size), r.indices.size, work / f"{name}_features.npy",
                                    f"{name} features ({views.cut_layer})") for name, r in rows.items() if name in ("train", "val")}
-    fit_stage = keras_fit_stage if cfg.engine == "keras-fit" else loop_fit_stage
-    # The fine-tuning stage's schedule is the loop's choice; keras-fit has the notebook's plateau rules only.
-    fine_tune_stage = keras_fit_stage if cfg.engine == "keras-fit" else partial(loop_fit_stage, schedule=cfg.fine_tune_schedule)
+    if cfg.engine == "keras-fit":  # the notebook's plateau rules in both stages
+        fit_stage = fine_tune_stage = keras_fit_stage
+    else:  # the head keeps the plateau rules; the fine-tuning stage takes the configured schedule
+        fit_stage, fine_tune_stage = loop_fit_stage, partial(loop_fit_stage, schedule=cfg.fine_tune_schedule)
     stages: dict[str, Any] = {}
     if fine_tune is None:
         pooled = cached
