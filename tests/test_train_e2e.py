@@ -44,6 +44,7 @@ def test_card_holds_the_contract_fields(trained, xray_data):
     assert card["data"]["files"][0]["sha256"] == "f36c2b3e34de9d60c5c734118bc6daff281eaf76b67a57d26ad958da948274b0"
     assert card["class_counts"]["train_after"] == {"negative": 1214, "positive": 1214}
     assert card["architecture"]["trained_blocks"] == ["mixed8", "mixed9", "mixed10"]  # --fine-tune auto with --weights none
+    assert card["architecture"]["fine_tune_precision"] == "float32"
     assert card["input"]["range"] == [0, 255] and card["input"]["dtype"] == "float32"
     assert {"tensorflow", "keras", "numpy", "python"} <= set(card["versions"])
 

@@ -39,6 +39,7 @@ from .distribute import SINGLE, barrier, make_strategy, peers_watched, role_from
 from .fit import cache_features, forward, keras_fit_stage
 from .loop import fit_stage as loop_fit_stage
 from .model import INPUT_NAME, OUTPUT_NAME, build_inception
+from .precision import bf16_twin, check_bf16_supported, copy_weights
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 64
@@ -185,12 +186,24 @@ def _fit(cfg: TrainConfig, rows: dict[str, _Rows], size: int, work: Path, strate
     stages["head"] = fit_stage(views.head, (pooled["train"], rows["train"].y), (pooled["val"], rows["val"].y),
                                cfg, cfg.learning_rate, cfg.epochs, cfg.seed, "head", strategy)
     if fine_tune is not None and cfg.fine_tune_epochs > 0:
-        stages["fine_tune"] = fine_tune_stage(views.top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
+        top = _fine_tuned_view(views.top, cfg.precision, strategy)
+        stages["fine_tune"] = fine_tune_stage(top, (cached["train"], rows["train"].y), (cached["val"], rows["val"].y),
                                               cfg, cfg.fine_tune_learning_rate, cfg.fine_tune_epochs, cfg.seed + 1,
                                               f"fine-tune {fine_tune}..mixed10", strategy)
+        if top is not views.top:
+            copy_weights(top, views.top)
     plan = {"fine_tune": fine_tune, "trained_blocks": views.trained_blocks, "cached_layer": views.cut_layer,
-            "batchnorm": "frozen (inference mode, statistics as loaded)", "engine": cfg.engine, "stages": stages}
+            "batchnorm": "frozen (inference mode, statistics as loaded)", "engine": cfg.engine,
+            "fine_tune_precision": cfg.precision if fine_tune is not None else None, "stages": stages}
     return views.model, plan
+
+
+def _fine_tuned_view(top: Any, precision: str, strategy: Any) -> Any:
+    """The view the fine-tuning stage trains: ``top`` itself, or its bfloat16 twin (train.precision)."""
+    if precision == "float32":
+        return top
+    with strategy.scope():
+        return bf16_twin(top)
 
 
 def _weights_record(cfg: TrainConfig) -> Any:
@@ -262,6 +275,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     import tensorflow as tf
 
     strategy = make_strategy(cfg.distribute, role)
+    if cfg.precision == "bfloat16":  # refused before any work where the CPU would only emulate it
+        where = check_bf16_supported(has_gpu=bool(tf.config.list_physical_devices("GPU")))
+        log.info("fine-tuning computes in bfloat16 on the %s; weights and the saved model stay float32", where)
     # Layer names (conv2d_80, ...) come from a process-wide counter: start it afresh, so that a model trained in a process
     # that built others (a notebook, a test session) has the names the command line gives it, which reports and
     # benchmarks.hard_case refer to. Before the seed: clearing the session also drops Keras's global seed state.
