@@ -144,6 +144,9 @@ CASES = [
          "TF_CONFIG environment variable is not set"),
     Case("train keras-fit on a cosine schedule", TRAIN, lambda w, m: ["--data", _good(w), "--engine", "keras-fit",
                                                                       "--fine-tune-schedule", "cosine"], "--engine keras-fit"),
+    Case("train bfloat16 with nothing to fine-tune", TRAIN, lambda w, m: ["--data", _good(w), "--precision", "bfloat16",
+                                                                          "--fine-tune", "none"],
+         "--precision bfloat16 with nothing to fine-tune"),
     # train: image files (a corrupt file, a non-image, a link loop and a third class: one run lists them all)
     Case("train folder of bad files", TRAIN, lambda w, m: ["--data", _bad_files_tree(w), "--positive-class", "PNEUMONIA"],
          "badxrays: 4 bad files or entries", details=4),

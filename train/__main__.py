@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="loop: the training loop under tf.distribute (every --distribute); keras-fit: the notebook's "
                    "model.fit, the slower reference (not with multiworker)")
     t.add_argument("--precision", default=d["precision"].default, choices=PRECISIONS,
-                   help="bfloat16: the fine-tuning step computes in bfloat16, about 0.6x the float32 step at 299x299 "
+                   help="bfloat16: the fine-tuning step computes in bfloat16, about 0.65x the float32 epoch at 299x299 "
                    "on CPUs with AVX512-BF16 or AMX (refused on others); weights, the saved model and its metrics stay "
                    "float32")
     return p

@@ -82,7 +82,7 @@ class TrainConfig:
     # kept as the reference the loop is measured against (about twice as slow on CPU; no multiworker).
     engine: str = "loop"
     # "bfloat16": the fine-tuning step computes in bfloat16 (weights, SavedModel and metrics stay float32;
-    # train.precision), 0.58x the float32 step at 299x299 on a Zen 4's AVX512-BF16, no gain at 75x75. Refused on CPUs
+    # train.precision): 0.65x the float32 epoch at 299x299 on a Zen 4's AVX512-BF16, no gain at 75x75. Refused on CPUs
     # without AVX512-BF16 or AMX, which would emulate it.
     precision: str = "float32"
     overwrite: bool = False
