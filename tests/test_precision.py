@@ -58,7 +58,7 @@ def test_a_cpu_without_bf16_is_refused_with_the_file_and_the_fix(tmp_path):
 ])
 def test_precision_options_that_cannot_apply_are_refused(values, expected):
     with pytest.raises(ConfigError) as info:
-        TrainConfig(data="d.npz", out="m", weights=values.pop("weights", "none"), **values)
+        TrainConfig(data="d.npz", out="m", **{"weights": "none", **values})
     assert expected in str(info.value)
 
 

@@ -21,10 +21,12 @@ from typing import Any
 
 from runtime.errors import ConfigError
 
+from .model import OUTPUT_NAME
+
 PRECISIONS = ("float32", "bfloat16")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo's names for the two instruction sets
 CPUINFO = Path("/proc/cpuinfo")
-KEPT_FLOAT32 = ("logit",)  # the Dense layer whose output the loss reads
+KEPT_FLOAT32 = (OUTPUT_NAME,)  # the Dense layer whose output the loss reads
 
 
 def cpu_bf16_flags(cpuinfo: Path = CPUINFO) -> tuple[str, ...] | None:
